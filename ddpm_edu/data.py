@@ -179,7 +179,7 @@ def load_dataset(name: str = "mnist-subset", split: str = "train", root: str | P
 
     name: 'mnist-subset' (offline default; splits 'train', 'heldout', 'all') or 'mnist',
     'fashion-mnist', 'cifar10' (splits 'train', 'test'; 'heldout' means 'test'), read from `root`.
-    limit: keep only the first `limit` images (for quick experiments).
+    limit: keep a fixed random subset of `limit` images (for quick experiments).
     """
     if name not in DATASETS:
         raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
@@ -190,8 +190,9 @@ def load_dataset(name: str = "mnist-subset", split: str = "train", root: str | P
     else:
         split = "test" if split == "heldout" else split
         images, labels = read_torchvision_files(name, root, split, download)
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
+    if limit is not None:  # a fixed random subset, the same every time (the files are sorted by digit)
+        keep = np.sort(np.random.default_rng(0).permutation(len(images))[:limit])
+        images, labels = images[keep], labels[keep]
     return ImageDataset(to_model_range(images), torch.as_tensor(labels), name, num_classes=10)
 
 # %% ../book/01_basic_concepts.ipynb #09525a33

@@ -71,8 +71,7 @@ def reverse_mean_from_eps(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Te
     """mu_theta(x_t, t) = (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_t)   (Ho et al. 2020, eq. 11)."""
     _check_pair("xt", xt, "eps", eps)
     t = check_timesteps(t, schedule, xt.shape[0])
-    coef = extract(schedule.betas / schedule.sqrt_one_minus_alpha_bars, t, xt)
-    return (xt - coef * eps) / extract(schedule.alphas.sqrt(), t, xt)
+    return (xt - extract(schedule.eps_coef, t, xt) * eps) * extract(schedule.sqrt_recip_alphas, t, xt)
 
 # %% ../book/02_mathematical_formulation.ipynb #f5234383
 def _coefs(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor):

@@ -82,6 +82,9 @@ class NoiseSchedule:
         self.sqrt_alpha_bars = self.alpha_bars.sqrt()
         self.sqrt_one_minus_alpha_bars = (1.0 - self.alpha_bars).sqrt()
         self.snr = self.alpha_bars / (1.0 - self.alpha_bars)               # signal-to-noise ratio
+        # reverse mean from a noise prediction: (x_t - eps_coef * eps) * sqrt_recip_alphas
+        self.sqrt_recip_alphas = 1.0 / self.alphas.sqrt()
+        self.eps_coef = betas / self.sqrt_one_minus_alpha_bars
         # posterior q(x_{t-1} | x_t, x_0) = N(coef1 * x_0 + coef2 * x_t, posterior_variance)
         self.posterior_variance = betas * (1.0 - self.alpha_bars_prev) / (1.0 - self.alpha_bars)
         self.posterior_log_variance_clipped = torch.log(

@@ -46,6 +46,8 @@ def test_mnist_subset_split_is_fixed_and_balanced():
 def test_load_dataset_scales_to_model_range():
     ds = D.load_dataset("mnist-subset", "heldout", limit=50)
     assert len(ds) == 50 and ds.image_shape == (1, 28, 28)
+    assert len(set(ds.labels.tolist())) >= 8  # a random subset, not the first 50 (all zeros)
+    assert torch.equal(D.load_dataset("mnist-subset", "heldout", limit=50).labels, ds.labels)  # fixed
     assert ds.images.dtype == torch.float32
     assert ds.images.min().item() == -1.0 and ds.images.max().item() == 1.0
     x, y = ds[3]
