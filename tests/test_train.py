@@ -1,0 +1,221 @@
+"""Trainer, checkpoints and the command line (tiny preset, CPU, a few steps)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddpm_edu import checkpoint as ckpt
+from ddpm_edu.train import EMA, TrainConfig, Trainer, learning_rate, pick_device
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, env=None, **kw):
+    e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ddpm_edu", *args], capture_output=True, text=True, env=e, **kw)
+
+
+def tiny_config(out, **kw):
+    base = dict(preset="tiny", steps=12, batch_size=8, warmup_steps=2, log_every=4, checkpoint_every=6,
+                out_dir=str(out), progress=False, limit=200)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_learning_rate_warmup_and_decay():
+    assert learning_rate(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert learning_rate(9, 1.0, 10, 100) == pytest.approx(1.0)
+    assert learning_rate(10, 1.0, 10, 100) == pytest.approx(1.0)
+    assert learning_rate(100, 1.0, 10, 100) == pytest.approx(0.1)
+    assert learning_rate(55, 1.0, 10, 100) == pytest.approx(0.55)
+
+
+def test_ema_tracks_weights():
+    lin = torch.nn.Linear(2, 1)
+    ema = EMA(lin, decay=0.5)
+    with torch.no_grad():
+        lin.weight.add_(1.0)
+    before = ema.model.weight.clone()
+    ema.update(lin)  # first update uses decay min(0.5, (1 + 1) / (10 + 1)) = 2/11
+    assert torch.allclose(ema.model.weight, 2 / 11 * before + (1 - 2 / 11) * lin.weight)
+    for _ in range(50):
+        ema.update(lin)
+    assert ema.current_decay() == 0.5
+    assert torch.allclose(ema.model.weight, lin.weight, atol=1e-6)
+    with pytest.raises(ValueError, match="decay must be in"):
+        EMA(lin, decay=1.0)
+
+
+def test_resume_in_process_gives_identical_weights(tmp_path):
+    straight = Trainer(tiny_config(tmp_path / "a"))
+    straight.fit()
+    first = Trainer(tiny_config(tmp_path / "b"))
+    first.fit(until=6)
+    resumed = Trainer(tiny_config(tmp_path / "b", resume=True))
+    assert resumed.step == 6
+    resumed.fit()
+    for (k, a), b in zip(weights(straight.model).items(), weights(resumed.model).values()):
+        assert torch.equal(a, b), k
+    for a, b in zip(weights(straight.ema.model).values(), weights(resumed.ema.model).values()):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_is_complete_and_pickle_free(tmp_path):
+    t = Trainer(tiny_config(tmp_path / "run", steps=4, checkpoint_every=4))
+    t.fit()
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert files == ["config.json", "model.safetensors", "state.safetensors"]  # no leftover temporary files
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["step"] == 4 and config["train"]["preset"] == "tiny" and config["schedule"]["name"] == "linear"
+    assert config["data"]["n_images"] == 200 and config["package_version"]
+    model, schedule, cfg = ckpt.load_model(tmp_path / "run")
+    assert not model.training and schedule.T == 1000
+    for a, b in zip(model.state_dict().values(), t.ema.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for name in ("model.safetensors", "state.safetensors"):
+        assert not (tmp_path / "run" / name).read_bytes().startswith(b"\x80")  # not a pickle
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / "config.json"
+    ckpt.write_json({"a": 1}, path)
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        ckpt.write_json({"a": Boom()}, path)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_only_rank_zero_writes(tmp_path):
+    from ddpm_edu.train import DistInfo
+
+    t = Trainer(tiny_config(tmp_path / "run", steps=2, checkpoint_every=2))
+    t.dist = DistInfo(rank=1, world_size=1)
+    t.fit()
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    Trainer(tiny_config(tmp_path / "run", steps=2, checkpoint_every=2)).fit()
+    with pytest.raises(ValueError, match="different model"):
+        Trainer(tiny_config(tmp_path / "run", resume=True, class_conditional=False))
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"steps": 0}, "steps must be a positive integer"),
+    ({"lr": 2.0}, "lr must be in (0, 1)"),
+    ({"preset": "huge"}, "preset must be one of"),
+    ({"schedule": "quadratic"}, "schedule must be one of"),
+    ({"prediction_type": "score"}, "prediction_type must be one of"),
+    ({"label_dropout": 1.5}, "label_dropout must be in [0, 1]"),
+    ({"precision": "fp8"}, "precision must be"),
+])
+def test_bad_config_values(kw, words):
+    with pytest.raises(ValueError) as info:
+        TrainConfig(**kw).validate()
+    assert words in str(info.value)
+
+
+def test_pick_device():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="device must be"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pick_device("cuda")
+
+
+def test_cli_train_kill_and_resume_matches_uninterrupted(tmp_path):
+    common = ["train", "--preset", "tiny", "--steps", "300", "--batch-size", "8", "--limit", "200",
+              "--checkpoint-every", "20", "--log-every", "20", "--no-progress", "--threads", "1"]
+    full = cli(*common, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    assert "done: step 300" in full.stdout
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ddpm_edu", *common, "--out", str(killed_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while not (killed_dir / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step_at_kill = json.loads((killed_dir / "config.json").read_text())["step"]
+    assert step_at_kill < 300, "the run finished before it could be killed; nothing was tested"
+
+    resumed = cli(*common, "--out", str(killed_dir), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, _ = ckpt.read_safetensors(tmp_path / "full" / "state.safetensors")
+    b, _ = ckpt.read_safetensors(killed_dir / "state.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_cli_train_writes_a_checkpoint_with_progress_bar(tmp_path):
+    r = cli("train", "--preset", "tiny", "--steps", "5", "--batch-size", "4", "--limit", "50", "--out",
+            str(tmp_path / "run"), "--log-every", "5")
+    assert r.returncode == 0, r.stderr
+    assert "train:" in r.stderr and "5/5" in r.stderr  # tqdm's bar
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    again = cli("train", "--preset", "tiny", "--steps", "5", "--out", str(tmp_path / "run"))
+    assert again.returncode == 2 and "already holds a checkpoint" in again.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--steps", "0"], "--steps: expected a positive integer"),
+    (["train", "--preset", "huge"], "--preset: invalid choice"),
+    (["train", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "--lr", "abc"], "--lr: expected a number"),
+    (["train", "--resume", "--out", "/nonexistent/run"], "no checkpoint in"),
+    (["sample", "--checkpoint", "/nonexistent/run", "--out", "x.png"], "no checkpoint in /nonexistent/run"),
+    (["sample", "--out", "x.jpg"], "--out must end in .png or .npy"),
+    (["sample"], "the following arguments are required: --out"),
+    (["fly"], "invalid choice: 'fly'"),
+])
+def test_cli_errors_are_one_line(args, words):
+    r = cli(*args)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert words in lines[0] and "Traceback" not in r.stderr
+
+
+def test_cli_help_documents_every_flag():
+    r = cli("train", "--help")
+    assert r.returncode == 0
+    for flag in ("--dataset", "--preset", "--steps", "--batch-size", "--lr", "--device", "--out", "--resume"):
+        assert flag in r.stdout
+
+
+def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
+    out = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                        "-m", "ddpm_edu", "train", "--preset", "tiny", "--steps", "6", "--batch-size", "8",
+                        "--limit", "100", "--device", "cpu", "--no-progress", "--threads", "1", "--out", str(out)],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    sums = {}
+    for line in r.stdout.splitlines():
+        if "weights checksum" in line:
+            rank = int(line.split(":")[0].split()[1])
+            sums[rank] = line.split("checksum")[1].strip()
+    assert set(sums) == {0, 1} and sums[0] == sums[1], r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "state.safetensors"]
+    assert json.loads((out / "config.json").read_text())["hardware"].startswith("2 x CPU")
