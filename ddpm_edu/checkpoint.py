@@ -36,9 +36,9 @@ def _atomic_replace(write, path: Path) -> None:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give it the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -161,11 +161,15 @@ def reference_model_path() -> Path:
     return Path(str(resources.files("ddpm_edu") / "pretrained" / REFERENCE_MODEL))
 
 
-def load_model(path: str | Path | None = None, device: str | torch.device = "cpu"):
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu", weights: str = "ema"):
     """Load a checkpoint folder for sampling: returns (model in eval mode, NoiseSchedule, config dict).
 
-    path None loads the reference MNIST model shipped with the package.
+    path None loads the reference MNIST model shipped with the package. weights: 'ema' (the averaged weights,
+    model.safetensors) or 'raw' (the weights after the last optimizer step: raw_model.safetensors, or the
+    "model." tensors of state.safetensors).
     """
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     from ddpm_edu.schedules import make_schedule
     from ddpm_edu.unet import make_model
 
@@ -174,7 +178,13 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         folder = folder.parent
     config = read_config(folder)
     model = make_model(config["model"])
-    tensors, _ = read_safetensors(folder / "model.safetensors")
+    if weights == "ema":
+        tensors, _ = read_safetensors(folder / "model.safetensors")
+    elif (folder / "raw_model.safetensors").is_file():
+        tensors, _ = read_safetensors(folder / "raw_model.safetensors")
+    else:
+        state, _ = read_safetensors(folder / "state.safetensors")
+        tensors = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     model.load_state_dict(tensors)
     schedule = make_schedule(**config["schedule"])
     return model.to(device).eval(), schedule, config

@@ -212,6 +212,9 @@ def run_sample(args) -> int:
         raise CliError(f"--label must be in [0, {num_classes - 1}], got {args.label}")
     if args.guidance != 1.0 and (not num_classes or args.unconditional):
         raise CliError("--guidance needs a class-conditional model and labels")
+    steps = args.steps if args.steps is not None else (50 if args.sampler == "ddim" else None)
+    if steps is not None and steps > schedule.T:
+        raise CliError(f"--steps must be at most the model's T = {schedule.T}, got {steps}")
     g = torch.Generator().manual_seed(args.seed)
     batches = []
     for start in range(0, args.n, args.batch_size):
@@ -220,7 +223,7 @@ def run_sample(args) -> int:
         if num_classes and not args.unconditional:
             labels = torch.full((n,), args.label) if args.label is not None else torch.arange(start, start + n) % 10
         shape = (n, config["model"]["in_channels"], *config["data"]["image_shape"][1:])
-        batches.append(sample(model, schedule, shape, sampler=args.sampler, steps=args.steps, eta=args.eta,
+        batches.append(sample(model, schedule, shape, sampler=args.sampler, steps=steps, eta=args.eta,
                               labels=labels, guidance_scale=args.guidance, generator=g, device=device,
                               prediction_type=config["prediction_type"], progress=not args.no_progress).cpu())
     images = torch.cat(batches)

@@ -71,6 +71,10 @@ def package(run: Path, command: str) -> None:
             "date": datetime.date.today().isoformat(), "loss_history": [[r["step"], round(r["loss"], 5)] for r in history]}
     DEST.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "model.safetensors", DEST / "model.safetensors")
+    state, _ = read_safetensors(run / "state.safetensors")  # the raw (non-averaged) weights, for comparison
+    from ddpm_edu.checkpoint import write_safetensors
+    write_safetensors({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")},
+                      DEST / "raw_model.safetensors", {"step": config["step"]})
     write_json({**config, "card": card}, DEST / "config.json")
 
     from ddpm_edu.checkpoint import load_model
