@@ -1,0 +1,185 @@
+"""Shared pieces of the benchmark scripts: environment, the two models, interleaved timing, result files.
+
+Every script imports this module *before* torch is imported anywhere else, so that OMP_WAIT_POLICY=PASSIVE
+reaches the OpenMP runtime when torch loads it (busy-waiting OpenMP threads slow 2-thread PyTorch down 10-100x
+on a CPU that other jobs share).
+"""
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from ddpm_edu.unet import count_parameters, make_model  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# The widely used MNIST configuration of diffusers' UNet2DModel (1.71M parameters with 11 class embeddings),
+# and the same layout with a wider last level and 8 norm groups (as ours), 1.92M parameters, within 1% of ours.
+DIFFUSERS_CONFIGS = {
+    "diffusers-mnist": dict(block_out_channels=(32, 64, 64)),
+    "diffusers-matched": dict(block_out_channels=(32, 64, 72), norm_num_groups=8),
+}
+
+
+def common_args(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16 (autocast)")
+    parser.add_argument("--baselines", default="diffusers-mnist,diffusers-matched",
+                        help=f"comma list of {sorted(DIFFUSERS_CONFIGS)}")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (A, B, A, B, ...)")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format (model and input)")
+    parser.add_argument("--compile", default=None, choices=[None, "default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile every model with this mode ('reduce-overhead' uses CUDA graphs on a GPU)")
+    parser.add_argument("--quiet-load", type=float, default=2.5,
+                        help="before each round, wait (up to --quiet-wait s) for the 1-min load average to drop below this")
+    parser.add_argument("--quiet-wait", type=float, default=3.0, help="seconds to wait for a quiet moment per round")
+    parser.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/<script>_<device>.json)")
+    return parser
+
+
+def setup(args) -> torch.device:
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+class DiffusersDenoiser(nn.Module):
+    """diffusers' UNet2DModel behind ddpm_edu's model signature: forward(x, t, y) -> tensor."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+        self.num_classes = 10  # label 10 = "no class", as in ddpm_edu (num_class_embeds=11)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.unet(x, t, class_labels=y).sample
+
+
+def make_diffusers(name: str, class_conditional: bool = True) -> nn.Module:
+    from diffusers import UNet2DModel  # only the benchmarks need diffusers (the 'bench' extra)
+
+    unet = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, layers_per_block=2,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+                       num_class_embeds=11 if class_conditional else None, **DIFFUSERS_CONFIGS[name])
+    return DiffusersDenoiser(unet)
+
+
+def make_models(args, device: torch.device, seed: int = 0) -> dict[str, nn.Module]:
+    """'ours' (make_model('default'), class-conditional: 10 digits + "no class") and the chosen baselines."""
+    models = {}
+    torch.manual_seed(seed)
+    models["ours"] = make_model("default")
+    for name in [b for b in args.baselines.split(",") if b]:
+        torch.manual_seed(seed)
+        models[name] = make_diffusers(name)
+    for name, model in models.items():
+        model.to(device)
+        if args.channels_last:
+            model.to(memory_format=torch.channels_last)
+    return models
+
+
+def parameter_counts(models: dict[str, nn.Module]) -> dict[str, int]:
+    return {name: count_parameters(model) for name, model in models.items()}
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return float("nan")
+
+
+def wait_for_quiet(max_load: float = 2.5, max_wait_s: float = 20.0) -> float:
+    """Wait (a little) for the 1-minute load average to drop below max_load; return the load seen."""
+    start = time.perf_counter()
+    load = loadavg()
+    while load > max_load and time.perf_counter() - start < max_wait_s:
+        time.sleep(2.0)
+        load = loadavg()
+    return load
+
+
+def interleaved(runs: dict, repeats: int, device: torch.device, quiet_load: float = 2.5, quiet_wait_s: float = 10.0):
+    """Time each callable in `runs` once per round, round-robin (A, B, C, A, B, C, ...), alternating the order
+    every round. Returns {name: [seconds per round]} and the load average at the start of each round."""
+    times = {name: [] for name in runs}
+    loads = []
+    names = list(runs)
+    for r in range(repeats):
+        loads.append(wait_for_quiet(quiet_load, quiet_wait_s))
+        for name in (names if r % 2 == 0 else names[::-1]):
+            synchronize(device)
+            start = time.perf_counter()
+            runs[name]()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times, loads
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
+            "values": values}
+
+
+def environment(device: torch.device) -> dict:
+    import diffusers
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "device": str(device)}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def write_results(args, script: str, device: torch.device, payload: dict) -> Path:
+    path = Path(args.out) if args.out else RESULTS / f"{script}_{device.type}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"script": f"benchmarks/{script}.py", "argv": vars(args), "environment": environment(device), **payload}
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    return path
+
+
+def print_table(header: list[str], rows: list[list]) -> None:
+    cells = [[str(c) for c in row] for row in [header] + rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for i, row in enumerate(cells):
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
