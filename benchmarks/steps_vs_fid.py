@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--long-steps", type=int, nargs="*", default=[],
                         help="step counts run only for the --long-rows (to save time on a CPU)")
     parser.add_argument("--long-rows", nargs="*", default=[], choices=list(ROWS))
+    parser.add_argument("--merge", action="store_true",
+                        help="add the computed cells to an existing --out file (same n and seed) instead of replacing it")
     parser.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (CPU or GPU)")
     parser.add_argument("--out", type=Path, default=ROOT / "book" / "data" / "steps_vs_fid.json")
     args = parser.parse_args()
@@ -77,8 +79,23 @@ def main() -> None:
               "labels": None, "bf16_autocast": args.bf16, "checkpoint": args.checkpoint or "reference", "hardware": hardware(device),
               "torch": torch.__version__, "table": table, "calibration": calib,
               "command": "python benchmarks/steps_vs_fid.py " + shlex.join(sys.argv[1:])}
+    if args.merge and args.out.exists():
+        result = merge(json.loads(args.out.read_text(encoding="utf-8")), result)
     write_json(result, args.out)
     print(f"wrote {args.out}")
+
+
+def merge(old: dict, new: dict) -> dict:
+    """Add new's cells to old's table; both runs must share n, seed and precision."""
+    for key in ("n", "seed", "bf16_autocast"):
+        if old.get(key) != new.get(key):
+            raise SystemExit(f"--merge: {key} differs ({old.get(key)} in the file, {new.get(key)} now)")
+    for row, cells in new["table"].items():
+        old["table"].setdefault(row, {}).update(cells)
+    old["rows"] = old["rows"] + [r for r in new["rows"] if r not in old["rows"]]
+    old["steps"] = sorted(set(old["steps"]) | set(new["steps"]))
+    old["command"] = old["command"] + "; then " + new["command"]
+    return old
 
 
 if __name__ == "__main__":
