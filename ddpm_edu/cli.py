@@ -264,10 +264,14 @@ def save_images(images, path: Path, nrow: int = 8) -> None:
 # ------------------------------------------------------------------------------------------------ main
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m ddpm_edu", description="ddpm_edu: train and use diffusion models.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample}", parser_class=OneLineParser)
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,denoise,inpaint,sdedit}",
+                                parser_class=OneLineParser)
     sub.required = True
     add_train_parser(sub)
     add_sample_parser(sub)
+    from ddpm_edu.cli_apps import add_application_parsers
+
+    add_application_parsers(sub)
     return parser
 
 
