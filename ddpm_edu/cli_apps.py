@@ -7,35 +7,18 @@ digit on black; every conversion is said in one line on stdout. User errors are 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from ddpm_edu.cli import CliError, _non_negative_int, _positive_int
+from ddpm_edu.cli import CliError, _non_negative_int, _positive_int, float_in
 
 IMAGE_SIZE = 28
 MIN_SIGMA = 0.01  # the least noise `denoise` removes when the estimate finds none
 
 
-def _sigma(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a noise std in (0, 1] ([0, 1] pixel units), got {value}")
-    return value
-
-
-def _strength(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a strength in [0, 1], got {value}")
-    return value
+_sigma = float_in(0.0, 1.0, "a noise std in (0, 1] ([0, 1] pixel units)", low_open=True)
+_strength = float_in(0.0, 1.0, "a strength in [0, 1]")
 
 
 def _open_grey(path: str, what: str):
