@@ -96,6 +96,26 @@ def make_models(args, device: torch.device, seed: int = 0) -> dict[str, nn.Modul
     return models
 
 
+def fixed_inputs(train_batch: int, sample_batch: int, device: torch.device):
+    """Seeded inputs for one training step (x0, t, noise, y) and one sampling step (xs, ts, ys)."""
+    g = torch.Generator().manual_seed(0)
+    x0 = (torch.rand(train_batch, 1, 28, 28, generator=g) * 2 - 1).to(device)
+    t = torch.randint(0, 1000, (train_batch,), generator=g).to(device)
+    noise = torch.randn(x0.shape, generator=g).to(device)
+    y = torch.randint(0, 10, (train_batch,), generator=g).to(device)
+    xs = torch.randn(sample_batch, 1, 28, 28, generator=g).to(device)
+    ts = torch.full((sample_batch,), 500, device=device)
+    ys = (torch.arange(sample_batch) % 10).to(device)
+    return x0, t, noise, y, xs, ts, ys
+
+
+def load_saved(args):
+    """For --report: read an earlier result JSON and restore the arguments its tables need."""
+    saved = json.loads(Path(args.report).read_text())
+    args.batch_size, args.device = saved["batch_size"], saved["argv"]["device"]
+    return saved
+
+
 def parameter_counts(models: dict[str, nn.Module]) -> dict[str, int]:
     return {name: count_parameters(model) for name, model in models.items()}
 

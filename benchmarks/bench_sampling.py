@@ -17,8 +17,6 @@ Models are timed interleaved (A, B, A, B, ...); the ratios are of medians.
 """
 import _bench_common as common  # first: sets OMP_WAIT_POLICY before torch loads
 
-import json
-from pathlib import Path
 
 import torch
 
@@ -77,9 +75,7 @@ def main() -> None:
     parser.add_argument("--report", default=None, help="only print the tables of an earlier result JSON")
     args = parser.parse_args()
     if args.report:
-        saved = json.loads(Path(args.report).read_text())
-        args.batch_size, args.device = saved["batch_size"], saved["argv"]["device"]
-        return report(saved, args)
+        return report(common.load_saved(args), args)
     device = common.setup(args)
     schedule = make_schedule("linear", T=1000)
     models = common.make_models(args, device)

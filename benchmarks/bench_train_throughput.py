@@ -165,9 +165,7 @@ def main() -> None:
     if args.memory_child:
         return memory_child(args)
     if args.report:
-        saved = json.loads(Path(args.report).read_text())
-        args.batch_size, args.device = saved["batch_size"], saved["argv"]["device"]
-        return report(saved, args)
+        return report(common.load_saved(args), args)
 
     device = common.setup(args)
     schedule = make_schedule("linear", T=1000)

@@ -72,14 +72,7 @@ def main() -> None:
     device = common.setup(args)
     schedule = make_schedule("linear", T=1000)
     models = common.make_models(args, device)
-    g = torch.Generator().manual_seed(0)
-    x0 = (torch.rand(args.train_batch, 1, 28, 28, generator=g) * 2 - 1).to(device)
-    t = torch.randint(0, 1000, (args.train_batch,), generator=g).to(device)
-    noise = torch.randn(x0.shape, generator=g).to(device)
-    y = torch.randint(0, 10, (args.train_batch,), generator=g).to(device)
-    xs = torch.randn(args.sample_batch, 1, 28, 28, generator=g).to(device)
-    ts = torch.full((args.sample_batch,), 500, device=device)
-    ys = (torch.arange(args.sample_batch) % 10).to(device)
+    x0, t, noise, y, xs, ts, ys = common.fixed_inputs(args.train_batch, args.sample_batch, device)
 
     results = {"train_batch": args.train_batch, "sample_batch": args.sample_batch, "profiles": {}}
     for precision in args.precisions.split(","):

@@ -7,7 +7,6 @@ Writes ddpm_edu/pretrained/mnist_classifier.safetensors (weights, float32, ~370 
 """
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -135,9 +134,7 @@ def run_train(args) -> int:
     trainer = Trainer(config, dataset=dataset, sample_fn=write_sample_grid)
     if trainer.step >= config.steps:
         raise CliError(f"--resume: the checkpoint in {out} is already at step {trainer.step} >= --steps {config.steps}")
-    history = trainer.fit()
-    if trainer.step % max(1, config.checkpoint_every) != 0 or not config.checkpoint_every:
-        trainer.save()
+    history = trainer.fit()  # saves a checkpoint at the last step
     if trainer.dist.world_size > 1:
         checksum = sum(float(p.double().sum()) for p in trainer.model.parameters())
         print(f"rank {trainer.dist.rank}: step {trainer.step}, weights checksum {checksum:.12e}", flush=True)

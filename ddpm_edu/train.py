@@ -98,7 +98,7 @@ class TrainConfig:
     compile: bool = False             # torch.compile the model
     out_dir: str = "runs/mnist"
     log_every: int = 50
-    checkpoint_every: int = 500
+    checkpoint_every: int = 500       # 0: only at the end
     sample_every: int = 0             # 0: no periodic sample grids
     resume: bool = False
     progress: bool = True
@@ -252,7 +252,8 @@ class Trainer:
                                      "lr": self.optimizer.param_groups[0]["lr"]})
                 bar.set_postfix(loss=f"{window_loss / window_n:.4f}", img_s=f"{rate:.0f}")
                 window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-            if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps):
+            every = cfg.checkpoint_every
+            if (every and self.step % every == 0) or self.step == cfg.steps:  # always at the very end
                 self.save()
             if self.sample_fn is not None and cfg.sample_every and self.step % cfg.sample_every == 0:
                 if self.dist.is_main:
