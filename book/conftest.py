@@ -3,12 +3,12 @@
 nbval turns every code cell of a notebook into a test item (``book/01_basic_concepts.ipynb::Cell 3``). These
 hooks add up the time pytest spends on the items of each notebook (the first item's setup starts the kernel,
 the last item's teardown stops it) and, when a session has run *every* notebook in ``book/`` to its last
-cell, write ``book/execution_statistics_table.md``, the table that ``book/execution_statistics.md`` shows.
-A partial run (one chapter, ``-k``, ``-x`` stopping early) leaves the file as it is.
+cell, write ``book/_generated/execution_statistics_table.md``, the table that ``book/execution_statistics.md``
+shows. A partial run (one chapter, ``-k``, ``-x`` stopping early) leaves the file as it is.
 
-The file is committed, so the book always has a table to show; a full ``pytest`` refreshes it. Only the
-times, the date and the machine change from one run to the next: rows are sorted by file name and every
-number has a fixed format.
+The file is git-ignored, so ``pytest`` leaves ``git status`` clean, and the page shows the machine that ran the
+tests before the book was built (CI's, for the published book); ``tools/execution_statistics.py`` puts a note in
+its place when no full run has happened. Rows are sorted by file name and every number has a fixed format.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 BOOK = Path(__file__).resolve().parent
-TABLE = BOOK / "execution_statistics_table.md"
+TABLE = BOOK / "_generated" / "execution_statistics_table.md"  # git-ignored: pytest writes nothing tracked
 
 
 class _Notebook:
@@ -178,8 +178,10 @@ def pytest_sessionfinish(session):
         return
     book_notebooks = {p: nb for p, nb in _notebooks.items() if p in chapters}
     text = _table(book_notebooks)
-    if not TABLE.is_file() or TABLE.read_text(encoding="utf-8") != text:
-        TABLE.write_text(text, encoding="utf-8")
+    TABLE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = TABLE.with_name(TABLE.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(TABLE)
     seconds = sum(nb.seconds for nb in book_notebooks.values())
     _outcome.append(f"execution statistics: {len(book_notebooks)} notebooks, {seconds:.1f} s, "
                     f"written to {TABLE.relative_to(BOOK.parent)}")
