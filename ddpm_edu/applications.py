@@ -16,7 +16,7 @@ import torch
 from .data import to_image_range
 from .diffusion import q_sample
 from .metrics import frechet_distance, load_classifier
-from .sampling import _null_label, sample, sampling_timesteps
+from .sampling import null_label_of, sample, sampling_timesteps
 from .schedules import NoiseSchedule
 
 # %% ../book/06_applications.ipynb #3a938e89
@@ -30,7 +30,7 @@ def synthesize(model, schedule: NoiseSchedule, labels: torch.Tensor | None, n: i
     describe the same x_t, which ruins guided DDIM samples."""
     if labels is None or guidance_scale == 0:
         n = len(labels) if labels is not None else n
-        labels = None if labels is None else torch.full((n,), _null_label(model))
+        labels = None if labels is None else torch.full((n,), null_label_of(model))
         guidance_scale = 1.0
     else:
         n = len(labels)
