@@ -19,7 +19,9 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ddpm_edu.unet import count_parameters, make_model  # noqa: E402
+from ddpm_edu.diffusion import diffusion_loss  # noqa: E402
+from ddpm_edu.models import make_model  # noqa: E402
+from ddpm_edu.unet import count_parameters  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -122,6 +124,25 @@ def parameter_counts(models: dict[str, nn.Module]) -> dict[str, int]:
 
 def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def make_train_step(model: nn.Module, schedule, device: torch.device, precision: str, lr: float = 1e-4,
+                    memory_format=torch.contiguous_format):
+    """The training step every benchmark times, written once: L_simple (ddpm_edu.diffusion.diffusion_loss) under
+    autocast, backward, an AdamW step. Returns step(x0, t, noise, labels) -> loss; x0 and noise are laid out in
+    `memory_format` (torch.channels_last for that variant)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+
+    def step(x0, t, noise, labels):
+        x0, noise = x0.contiguous(memory_format=memory_format), noise.contiguous(memory_format=memory_format)
+        with autocast(device, precision):
+            loss = diffusion_loss(model, schedule, x0, t, noise, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
 
 
 def synchronize(device: torch.device) -> None:

@@ -3,7 +3,7 @@
     python benchmarks/applications_tables.py                    # all four tables (about 15 minutes, one CPU thread)
     python benchmarks/applications_tables.py --only denoising   # one of them
 
-Each part calls the same function of ddpm_edu.applications as the chapter's small version, with more images:
+Each part calls the same function of ddpm_edu.evaluation as the chapter's small version, with more images:
 guidance sweep (synthesis), denoising PSNR/SSIM against classical baselines, inpainting (replacement vs RePaint,
 three masks), SDEdit's realism-faithfulness curve. Writes book/data/applications_<part>.json, which chapter 6 reads,
 with the hardware that produced it.
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ddpm_edu import applications as apps
+from ddpm_edu import evaluation
 from ddpm_edu.checkpoint import load_model, write_json
 from ddpm_edu.data import load_dataset
 from ddpm_edu.metrics import calibration
@@ -35,9 +36,9 @@ def heldout_digits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def synthesis(model, schedule, pt, args) -> dict:
-    scores, _ = apps.guidance_sweep(model, schedule, (0.0, 1.0, 2.0, 3.0, 5.0), per_class=args.per_class,
+    scores, _ = evaluation.guidance_sweep(model, schedule, (0.0, 1.0, 2.0, 3.0, 5.0), per_class=args.per_class,
                                     steps=args.steps, prediction_type=pt)
-    clipped, _ = apps.guidance_sweep(model, schedule, (1.0, 3.0), per_class=args.per_class, steps=args.steps,
+    clipped, _ = evaluation.guidance_sweep(model, schedule, (1.0, 3.0), per_class=args.per_class, steps=args.steps,
                                      prediction_type=pt, clip_x0=True)
     floor = calibration(10 * args.per_class)["held-out real (floor)"]
     return {"per_class": args.per_class, "steps": args.steps, "sampler": "ddim", "clip_x0": False,
@@ -47,7 +48,7 @@ def synthesis(model, schedule, pt, args) -> dict:
 
 def denoising(model, schedule, pt, args) -> dict:
     clean, _ = heldout_digits(args.n)
-    table, _ = apps.denoising_table(model, schedule, clean, (0.1, 0.2, 0.3, 0.5), steps=5, n_samples=4,
+    table, _ = evaluation.denoising_table(model, schedule, clean, (0.1, 0.2, 0.3, 0.5), steps=5, n_samples=4,
                                     prediction_type=pt)
     return {"n": args.n, "table": {str(s): row for s, row in table.items()}}
 
@@ -59,16 +60,17 @@ def inpainting(model, schedule, pt, args) -> dict:
                "replacement, DDPM 50 steps": dict(method="replacement", steps=50),
                "RePaint, 20 steps, jump 5, resample 3": dict(method="repaint", steps=20, jump_length=5, resample=3),
                "replacement, 20 steps, label given": dict(method="replacement", steps=20, conditional=True)}
-    table, _ = apps.inpainting_table(model, schedule, clean, labels, masks, methods, per_image=2, prediction_type=pt)
+    table, _ = evaluation.inpainting_table(model, schedule, clean, labels, masks, methods, per_image=2,
+                                           prediction_type=pt)
     return {"n": args.n, "per_image": 2, "table": table}
 
 
 def sdedit(model, schedule, pt, args) -> dict:
     g = torch.Generator().manual_seed(0)
     digits = torch.arange(10).repeat(args.n // 10)
-    guides = torch.cat([apps.sketch_digit(int(d), jitter=1.5, generator=g) for d in digits])
+    guides = torch.cat([evaluation.sketch_digit(int(d), jitter=1.5, generator=g) for d in digits])
     strengths = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
-    curve, _ = apps.sdedit_curve(model, schedule, guides, digits, strengths, steps=20, prediction_type=pt)
+    curve, _ = evaluation.sdedit_curve(model, schedule, guides, digits, strengths, steps=20, prediction_type=pt)
     floor = calibration(len(guides))["held-out real (floor)"]
     return {"n": len(guides), "steps": 20, "sampler": "ddim", "curve": {str(s): c for s, c in curve.items()},
             "floor_fid": floor["fid"]}

@@ -17,9 +17,8 @@ import types
 import torch
 
 import ddpm_edu.unet as unet_module
-from ddpm_edu.diffusion import diffusion_loss
 from ddpm_edu.schedules import make_schedule
-from ddpm_edu.unet import make_model
+from ddpm_edu.models import make_model
 
 SCRIPT = "bench_speedups"
 
@@ -71,16 +70,12 @@ def main() -> None:
             for name, (model, cl) in models.items():
                 fmt = torch.channels_last if cl else torch.contiguous_format
                 xa, na, xsa = (v.contiguous(memory_format=fmt) for v in (x0, noise, xs))
-                if what == "train_step":
-                    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: the weights stay equal
+                if what == "train_step":  # lr 0: the weights stay equal
+                    step = common.make_train_step(model, schedule, device, precision, lr=0.0, memory_format=fmt)
 
-                    def run(model=model, optimizer=optimizer, xa=xa, na=na):
+                    def run(step=step, xa=xa, na=na):
                         for _ in range(args.steps):
-                            with common.autocast(device, precision):
-                                loss = diffusion_loss(model, schedule, xa, t, na, y)
-                            optimizer.zero_grad(set_to_none=True)
-                            loss.backward()
-                            optimizer.step()
+                            step(xa, t, na, y)
                 else:
                     @torch.no_grad()
                     def run(model=model, xsa=xsa):

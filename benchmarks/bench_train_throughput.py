@@ -52,22 +52,10 @@ def make_batches(n_batches: int, batch_size: int, device, seed: int = 0):
 
 
 def make_step(model, schedule, device, precision: str, channels_last: bool):
-    """A closure running one training step on the next batch it is given."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-
-    def step(batch):
-        x0, t, noise, labels = batch
-        if channels_last:
-            x0, noise = x0.contiguous(memory_format=torch.channels_last), noise.contiguous(
-                memory_format=torch.channels_last)
-        with common.autocast(device, precision):
-            loss = diffusion_loss(model, schedule, x0, t, noise, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return step
+    """A closure running one training step (common.make_train_step) on the batch (x0, t, noise, labels) given."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    train_step = common.make_train_step(model, schedule, device, precision, memory_format=fmt)
+    return lambda batch: train_step(*batch)
 
 
 def saved_activation_mb(model, schedule, batch, device, precision: str) -> float:

@@ -14,7 +14,6 @@ import _bench_common as common  # first: sets OMP_WAIT_POLICY before torch loads
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ddpm_edu.diffusion import diffusion_loss
 from ddpm_edu.schedules import make_schedule
 
 SCRIPT = "profile_cpu"
@@ -77,14 +76,10 @@ def main() -> None:
     results = {"train_batch": args.train_batch, "sample_batch": args.sample_batch, "profiles": {}}
     for precision in args.precisions.split(","):
         for name, model in models.items():
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            step = common.make_train_step(model, schedule, device, precision)
 
-            def train_step():
-                with common.autocast(device, precision):
-                    loss = diffusion_loss(model, schedule, x0, t, noise, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            def train_step(step=step):
+                step(x0, t, noise, y)
 
             @torch.no_grad()
             def sample_step():

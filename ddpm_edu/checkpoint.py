@@ -14,36 +14,28 @@ moment leaves either the previous complete checkpoint or the new one, never half
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 import ddpm_edu
+from ddpm_edu.models import make_model
+from ddpm_edu.schedules import make_schedule
+from ddpm_edu.utils import atomic_replace, remove_stale_temporaries, unwrap_model
 
 FORMAT = "ddpm_edu.checkpoint/1"
 REFERENCE_MODEL = "mnist_default"
 
 
-def _atomic_replace(write, path: Path) -> None:
-    """Call write(tmp_path), then rename tmp_path to path (same folder, so the rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give it the permissions open() would
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (damaged, incomplete, inconsistent); the message names the file."""
+
+
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "state.safetensors")
+REQUIRED_KEYS = {"model": dict, "schedule": dict, "prediction_type": str, "data": dict}
 
 
 def write_json(obj: dict, path: str | Path) -> None:
@@ -54,14 +46,14 @@ def write_json(obj: dict, path: str | Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    _atomic_replace(write, Path(path))
+    atomic_replace(write, Path(path))
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> None:
     """Save tensors (made contiguous, on the CPU) with optional JSON metadata, atomically."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {"json": json.dumps(metadata)} if metadata is not None else None
-    _atomic_replace(lambda tmp: save_file(tensors, tmp, metadata=meta), Path(path))
+    atomic_replace(lambda tmp: save_file(tensors, tmp, metadata=meta), Path(path))
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -69,20 +61,18 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata() or {}
-    return tensors, (json.loads(meta["json"]) if "json" in meta else None)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside DistributedDataParallel and torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+        return tensors, (json.loads(meta["json"]) if "json" in meta else None)
+    except (SafetensorError, OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path} is damaged or not a safetensors file ({reason})") from None
 
 
 def model_tensors(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    return {prefix + k: v for k, v in _unwrap(model).state_dict().items()}
+    return {prefix + k: v for k, v in unwrap_model(model).state_dict().items()}
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -115,6 +105,7 @@ def save_checkpoint(folder: str | Path, config: dict, model: torch.nn.Module, em
                     extra_state: dict | None = None) -> Path:
     """Write config.json, model.safetensors (EMA weights if given) and, with an optimizer, state.safetensors."""
     folder = Path(folder)
+    remove_stale_temporaries(folder, CHECKPOINT_FILES)  # left by a run that was killed while writing
     config = {**config, "format": FORMAT, "package_version": ddpm_edu.__version__}
     sampling_model = ema_model if ema_model is not None else model
     if optimizer is not None:
@@ -133,27 +124,50 @@ def save_checkpoint(folder: str | Path, config: dict, model: torch.nn.Module, em
 
 
 def read_config(folder: str | Path) -> dict:
+    """The checkpoint's config.json, checked to be a ddpm_edu checkpoint with every part `load_model` needs."""
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint in {folder} (config.json is missing)")
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got a {type(config).__name__}")
     if config.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} checkpoint (format={config.get('format')!r})")
+        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (format={config.get('format')!r})")
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(config.get(key), kind):
+            what = "lacks" if key not in config else f"has a {type(config[key]).__name__} as"
+            raise CheckpointError(f"{path} {what} '{key}' (expected a JSON {'object' if kind is dict else 'string'})")
     return config
+
+
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load a state dict into `model`; a CheckpointError naming `source` if the tensors do not fit the model."""
+    try:
+        unwrap_model(model).load_state_dict(tensors)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise CheckpointError(f"{source} does not match the model in config.json ({first})") from None
 
 
 def load_training_state(folder: str | Path, model: torch.nn.Module, ema_model: torch.nn.Module | None,
                         optimizer: torch.optim.Optimizer, generators: dict) -> dict:
     """Restore raw weights, EMA, optimizer and generators from state.safetensors; return its extra state."""
-    tensors, meta = read_safetensors(Path(folder) / "state.safetensors")
-    _unwrap(model).load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    path = Path(folder) / "state.safetensors"
+    tensors, meta = read_safetensors(path)
+    load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     if ema_model is not None:
-        ema_model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
-    for name, gen in generators.items():
-        gen.set_state(tensors[f"rng.{name}"])
-    return {"step": meta["step"], **meta["extra"]}
+        load_weights(ema_model, {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, path)
+    try:
+        optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+        for name, gen in generators.items():
+            gen.set_state(tensors[f"rng.{name}"])
+        return {"step": meta["step"], **meta["extra"]}
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is incomplete: cannot restore the training state ({type(e).__name__}: {e})") \
+            from None
 
 
 def reference_model_path() -> Path:
@@ -170,21 +184,33 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     """
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
-    from ddpm_edu.schedules import make_schedule
-    from ddpm_edu.unet import make_model
-
     folder = reference_model_path() if path is None else Path(path)
-    if folder.is_file() and folder.name in ("config.json", "model.safetensors", "state.safetensors"):
+    if folder.is_file() and folder.name in CHECKPOINT_FILES:
         folder = folder.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no checkpoint folder {folder}")
     config = read_config(folder)
-    model = make_model(config["model"])
+    model, schedule = build_from_config(config, folder)
     if weights == "ema":
-        tensors, _ = read_safetensors(folder / "model.safetensors")
+        source = folder / "model.safetensors"
+        tensors, _ = read_safetensors(source)
     elif (folder / "raw_model.safetensors").is_file():
-        tensors, _ = read_safetensors(folder / "raw_model.safetensors")
+        source = folder / "raw_model.safetensors"
+        tensors, _ = read_safetensors(source)
     else:
-        state, _ = read_safetensors(folder / "state.safetensors")
+        source = folder / "state.safetensors"
+        state, _ = read_safetensors(source)
         tensors = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    model.load_state_dict(tensors)
-    schedule = make_schedule(**config["schedule"])
+    load_weights(model, tensors, source)
     return model.to(device).eval(), schedule, config
+
+
+def build_from_config(config: dict, folder: Path):
+    """The (untrained) model and the schedule that a checked config.json describes."""
+    try:
+        schedule = make_schedule(**config["schedule"])
+        model_config = dict(config["model"])
+        model_config.setdefault("num_timesteps", schedule.T)  # checkpoints older than the field
+        return make_model(model_config), schedule
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder / 'config.json'} describes no valid model or schedule ({e})") from None

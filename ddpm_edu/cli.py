@@ -1,4 +1,5 @@
-"""The command line: `python -m ddpm_edu train | sample` (plumbing, not generated).
+"""The command line: `python -m ddpm_edu train | sample | denoise | inpaint | sdedit` (plumbing, not generated;
+the application commands are in ddpm_edu.cli_apps, what they share in ddpm_edu.cli_common).
 
 Every failure the user can cause — a wrong flag, a missing file, an impossible value — is reported as one line
 on stderr with a non-zero exit status, never a traceback.
@@ -6,66 +7,22 @@ on stderr with a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """A user error to be printed as one line."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports errors in one line (no usage block)."""
-
-    def error(self, message):
-        raise CliError(f"{self.prog}: {message} (see --help)")
-
-
-def _number(text: str, kind=float):
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-
-
-def int_at_least(minimum: int, what: str):
-    """An argparse type: an integer >= minimum, described as `what` in the error."""
-    def parse(text: str) -> int:
-        value = _number(text, int)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
-        return value
-    return parse
-
-
-def float_in(low: float, high: float, what: str, low_open: bool = False):
-    """An argparse type: a float in [low, high] ((low, high] with low_open), described as `what` in the error."""
-    def parse(text: str) -> float:
-        value = _number(text, float)
-        if not (low < value if low_open else low <= value) or value > high:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
-        return value
-    return parse
-
-
-_positive_int = int_at_least(1, "a positive integer")
-_non_negative_int = int_at_least(0, "a non-negative integer")
-_unit_float = float_in(0.0, 1.0, "a number in [0, 1]")
-_float = _number
+from ddpm_edu.cli_apps import add_application_parsers
+from ddpm_edu.cli_common import (EXIT_USAGE, CliError, OneLineParser, finite_float, non_negative_int, positive_int,
+                                 unit_float)
+from ddpm_edu.imageio import save_array, save_images
 
 
 # ----------------------------------------------------------------------------------------------- train
 def add_train_parser(sub) -> None:
+    from ddpm_edu.configs import PRESETS
     from ddpm_edu.data import DATASETS
     from ddpm_edu.diffusion import PREDICTION_TYPES
     from ddpm_edu.schedules import SCHEDULES
     from ddpm_edu.train import TrainConfig
-    from ddpm_edu.unet import PRESETS
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a diffusion model (chapter 4)",
@@ -75,34 +32,34 @@ def add_train_parser(sub) -> None:
                    help="training data; 'mnist-subset' is bundled (offline), the others are read from --data-root")
     p.add_argument("--data-root", default="~/.cache/ddpm_edu", help="folder of torchvision-format datasets")
     p.add_argument("--download", action="store_true", help="download a torchvision dataset if missing (online)")
-    p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N training images")
+    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N training images")
     p.add_argument("--preset", choices=sorted(PRESETS), default=d.preset, help="model preset (chapter 3)")
     p.add_argument("--unconditional", action="store_true", help="ignore labels (no classifier-free guidance)")
-    p.add_argument("--label-dropout", type=_unit_float, default=d.label_dropout,
+    p.add_argument("--label-dropout", type=unit_float, default=d.label_dropout,
                    help="probability of training a step without its label (classifier-free guidance)")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="noise schedule (chapter 2)")
-    p.add_argument("--T", type=_positive_int, default=d.T, help="number of diffusion steps")
+    p.add_argument("--T", type=positive_int, default=d.T, help="number of diffusion steps")
     p.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=d.prediction_type,
                    help="what the network predicts")
-    p.add_argument("--steps", type=_positive_int, default=d.steps, help="optimizer steps in total")
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="images per step (all processes)")
-    p.add_argument("--lr", type=_float, default=d.lr, help="peak learning rate of AdamW")
-    p.add_argument("--warmup-steps", type=_non_negative_int, default=d.warmup_steps, help="linear warm-up steps")
-    p.add_argument("--weight-decay", type=_float, default=d.weight_decay, help="AdamW weight decay")
-    p.add_argument("--grad-clip", type=_float, default=d.grad_clip, help="gradient-norm clipping threshold")
-    p.add_argument("--ema-decay", type=_float, default=d.ema_decay, help="EMA decay of the weights, in [0, 1)")
-    p.add_argument("--seed", type=_non_negative_int, default=d.seed, help="random seed")
+    p.add_argument("--steps", type=positive_int, default=d.steps, help="optimizer steps in total")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per step (all processes)")
+    p.add_argument("--lr", type=finite_float, default=d.lr, help="peak learning rate of AdamW")
+    p.add_argument("--warmup-steps", type=non_negative_int, default=d.warmup_steps, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=finite_float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--grad-clip", type=finite_float, default=d.grad_clip, help="gradient-norm clipping threshold")
+    p.add_argument("--ema-decay", type=finite_float, default=d.ema_decay, help="EMA decay of the weights, in [0, 1)")
+    p.add_argument("--seed", type=non_negative_int, default=d.seed, help="random seed")
     p.add_argument("--device", default=d.device, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=d.precision,
                    help="auto: bf16 autocast on CUDA, fp32 elsewhere")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for PyTorch")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch")
     p.add_argument("--out", default=d.out_dir, help="checkpoint folder (created if missing)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    p.add_argument("--log-every", type=_positive_int, default=d.log_every, help="steps between log lines")
-    p.add_argument("--checkpoint-every", type=_non_negative_int, default=d.checkpoint_every,
+    p.add_argument("--log-every", type=positive_int, default=d.log_every, help="steps between log lines")
+    p.add_argument("--checkpoint-every", type=non_negative_int, default=d.checkpoint_every,
                    help="steps between checkpoints (0: only at the end)")
-    p.add_argument("--sample-every", type=_non_negative_int, default=d.sample_every,
+    p.add_argument("--sample-every", type=non_negative_int, default=d.sample_every,
                    help="steps between sample grids written to OUT/samples/ (0: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
@@ -165,21 +122,23 @@ def write_sample_grid(trainer) -> None:
 
 # ---------------------------------------------------------------------------------------------- sample
 def add_sample_parser(sub) -> None:
+    from ddpm_edu.sampling import SAMPLERS
+
     p = sub.add_parser("sample", help="generate images with a trained model (chapter 5)",
                        description="Generate images. Without --checkpoint, the reference MNIST model shipped with "
                                    "the package is used.")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped reference model)")
-    p.add_argument("--n", type=_positive_int, default=64, help="number of images")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="reverse-process sampler")
-    p.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: 50 DDIM, T for DDPM)")
-    p.add_argument("--eta", type=_unit_float, default=0.0, help="DDIM stochasticity (0: deterministic)")
+    p.add_argument("--n", type=positive_int, default=64, help="number of images")
+    p.add_argument("--sampler", choices=list(SAMPLERS), default="ddim", help="reverse-process sampler")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: 50 DDIM, T for DDPM)")
+    p.add_argument("--eta", type=unit_float, default=0.0, help="DDIM stochasticity (0: deterministic)")
     p.add_argument("--label", type=int, default=None,
                    help="class to generate (class-conditional models); default: classes 0..9 in turn")
     p.add_argument("--unconditional", action="store_true", help="sample without labels")
-    p.add_argument("--guidance", type=_float, default=1.0, help="classifier-free guidance scale (1: none)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
+    p.add_argument("--guidance", type=finite_float, default=1.0, help="classifier-free guidance scale (1: none)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="images generated at once")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images generated at once")
     p.add_argument("--out", required=True, help="output file: .png (a grid) or .npy (an (N, H, W) or (N, H, W, C) "
                                                 "float32 array in [0, 1])")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -191,7 +150,7 @@ def run_sample(args) -> int:
 
     from ddpm_edu.checkpoint import load_model
     from ddpm_edu.sampling import sample
-    from ddpm_edu.train import pick_device
+    from ddpm_edu.utils import pick_device
 
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".npy"):
@@ -228,32 +187,6 @@ def run_sample(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------------- I/O
-def to_unit_array(images) -> np.ndarray:
-    """Model tensors (N, C, H, W) in [-1, 1] -> float32 array (N, H, W) or (N, H, W, C) in [0, 1]."""
-    x = ((images.detach().float().cpu() + 1) / 2).clamp(0, 1).numpy()
-    x = np.transpose(x, (0, 2, 3, 1))
-    return x[..., 0] if x.shape[-1] == 1 else x
-
-
-def save_array(images, path: Path) -> None:
-    from ddpm_edu.checkpoint import _atomic_replace
-
-    arr = to_unit_array(images).astype(np.float32)
-    _atomic_replace(lambda tmp: np.save(open(tmp, "wb"), arr), Path(path))
-
-
-def save_images(images, path: Path, nrow: int = 8) -> None:
-    """Save a grid of model tensors as a PNG, atomically."""
-    from PIL import Image
-
-    from ddpm_edu.checkpoint import _atomic_replace
-    from ddpm_edu.plotting import image_grid
-
-    grid = (image_grid(images, nrow=nrow) * 255).round().astype(np.uint8)
-    _atomic_replace(lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"), Path(path))
-
-
 # ------------------------------------------------------------------------------------------------ main
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m ddpm_edu", description="ddpm_edu: train and use diffusion models.")
@@ -262,8 +195,6 @@ def build_parser() -> OneLineParser:
     sub.required = True
     add_train_parser(sub)
     add_sample_parser(sub)
-    from ddpm_edu.cli_apps import add_application_parsers
-
     add_application_parsers(sub)
     return parser
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpm_edu.cli import CliError, _non_negative_int, _positive_int, float_in
+from ddpm_edu.cli_common import CliError, float_in, non_negative_int, positive_int
+from ddpm_edu.imageio import save_images
 
 IMAGE_SIZE = 28
 MIN_SIGMA = 0.01  # the least noise `denoise` removes when the estimate finds none
@@ -84,23 +85,13 @@ def read_mask(path: str, image_size: tuple) -> "torch.Tensor":
 
 def save_png(images, path: Path) -> None:
     """One image (1, 1, H, W) as a plain H x W grey PNG, several as a grid; written atomically."""
-    from PIL import Image
-
-    from ddpm_edu.checkpoint import _atomic_replace
-    from ddpm_edu.cli import save_images
-
-    if len(images) > 1:
-        save_images(images, path, nrow=min(8, len(images)))
-        return
-    pixels = ((images[0, 0].detach().cpu().float() + 1) / 2).clamp(0, 1).numpy()
-    grey = (pixels * 255).round().astype(np.uint8)
-    _atomic_replace(lambda tmp: Image.fromarray(grey).save(tmp, format="PNG"), Path(path))
+    save_images(images, path, nrow=min(8, len(images)))
 
 
 def _common(p) -> None:
     p.add_argument("image", metavar="IMAGE", help="input image (PNG or any format Pillow reads; any size or colour)")
     p.add_argument("--out", required=True, help="output .png")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped reference model)")
 
 
@@ -112,8 +103,8 @@ def add_application_parsers(sub) -> None:
     _common(p)
     p.add_argument("--sigma", type=_sigma, default=None,
                    help="noise std in [0, 1] pixel units, in (0, 1] (default: estimated from the image)")
-    p.add_argument("--steps", type=_positive_int, default=5, help="reverse steps (DDIM)")
-    p.add_argument("--samples", type=_positive_int, default=1,
+    p.add_argument("--steps", type=positive_int, default=5, help="reverse steps (DDIM)")
+    p.add_argument("--samples", type=positive_int, default=1,
                    help="1: deterministic DDIM; N > 1: the mean of N stochastic (DDPM) posterior samples")
     p.set_defaults(func=run_denoise)
 
@@ -125,10 +116,10 @@ def add_application_parsers(sub) -> None:
     which.add_argument("--mask", help="mask image of IMAGE's size: white marks the pixels to fill in")
     which.add_argument("--mask-shape", choices=("box", "half", "strokes"), help="a built-in mask")
     p.add_argument("--method", choices=("replacement", "repaint"), default="repaint", help="inpainting method")
-    p.add_argument("--steps", type=_positive_int, default=20, help="reverse steps (DDPM)")
-    p.add_argument("--jump-length", type=_positive_int, default=5, help="RePaint: steps per jump back up")
-    p.add_argument("--resample", type=_positive_int, default=3, help="RePaint: times each stretch is walked")
-    p.add_argument("--n", type=_positive_int, default=1, help="number of fillings (more than 1: a grid)")
+    p.add_argument("--steps", type=positive_int, default=20, help="reverse steps (DDPM)")
+    p.add_argument("--jump-length", type=positive_int, default=5, help="RePaint: steps per jump back up")
+    p.add_argument("--resample", type=positive_int, default=3, help="RePaint: times each stretch is walked")
+    p.add_argument("--n", type=positive_int, default=1, help="number of fillings (more than 1: a grid)")
     p.set_defaults(func=run_inpaint)
 
     p = sub.add_parser("sdedit", help="turn a sketch or any image into a digit (SDEdit, chapter 6)",
@@ -136,8 +127,8 @@ def add_application_parsers(sub) -> None:
     _common(p)
     p.add_argument("--strength", type=_strength, required=True,
                    help="in [0, 1]: 0 returns the input, 1 ignores it; 0.3-0.6 keeps the layout")
-    p.add_argument("--steps", type=_positive_int, default=20, help="DDIM steps for strength 1 (scaled by strength)")
-    p.add_argument("--n", type=_positive_int, default=1, help="number of outputs (more than 1: a grid)")
+    p.add_argument("--steps", type=positive_int, default=20, help="DDIM steps for strength 1 (scaled by strength)")
+    p.add_argument("--n", type=positive_int, default=1, help="number of outputs (more than 1: a grid)")
     p.set_defaults(func=run_sdedit)
 
 

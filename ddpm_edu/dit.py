@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .unet import DiTConfig, TimeEmbedding, check_model_inputs, timestep_embedding, zero_init
+from .configs import DiTConfig
+from .unet import TimeEmbedding, check_model_inputs, timestep_embedding, zero_init
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -99,7 +100,7 @@ class DiT(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C, H, W), t (B,) or scalar, y (B,) labels or None -> prediction of x's shape."""
-        t, y = check_model_inputs(x, t, y, self.config.in_channels, self.config.num_classes)
+        t, y = check_model_inputs(x, t, y, self.config, self.patch_embed.weight.dtype)
         B, C, H, W = x.shape
         p = self.config.patch_size
         if H % p or W % p:

@@ -1,15 +1,17 @@
-"""ddpm_edu.applications (chapter 6) and its command line: hooks into the one reverse loop, exact known pixels,
-strength 0, denoising that helps, RePaint's schedule, clear errors, and each command on a PNG drawn here."""
+"""ddpm_edu.applications and ddpm_edu.evaluation (chapter 6) and the command line: hooks into the one reverse
+loop, exact known pixels, strength 0, denoising that helps, RePaint's schedule, clear errors, and each command on
+a PNG drawn here."""
 
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
 from ddpm_edu import applications as apps
+from ddpm_edu import evaluation
 from ddpm_edu.cli import main
+from ddpm_edu.models import make_model
 from ddpm_edu.sampling import sample
 from ddpm_edu.schedules import make_schedule
-from ddpm_edu.unet import make_model
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,7 @@ def test_inpainting_keeps_known_pixels_exactly(tiny, method, shape):
 
 def test_strength_zero_returns_the_input(tiny):
     model, schedule = tiny
-    guide = apps.sketch_digit(7)
+    guide = evaluation.sketch_digit(7)
     assert torch.equal(apps.sdedit(model, schedule, guide, 0.0), guide)
     assert not torch.equal(apps.sdedit(model, schedule, guide, 0.3, steps=4), guide)
 
@@ -118,7 +120,7 @@ def test_estimate_sigma(digits):
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda m, s: apps.sdedit(m, s, apps.sketch_digit(1), 1.5), "strength"),
+    (lambda m, s: apps.sdedit(m, s, evaluation.sketch_digit(1), 1.5), "strength"),
     (lambda m, s: apps.denoise(m, s, torch.zeros(1, 1, 28, 28), 0.0), "sigma"),
     (lambda m, s: apps.denoise(m, s, torch.zeros(1, 1, 28, 28), 2.0), "sigma"),
     (lambda m, s: apps.inpaint(m, s, torch.zeros(1, 1, 28, 28), torch.ones(1, 1, 8, 8, dtype=torch.bool)), "size"),
@@ -139,7 +141,7 @@ def test_denoising_raises_psnr_at_every_sigma(reference, digits):
     for sigma in (0.1, 0.3, 0.5):
         noisy = clean + 2 * sigma * torch.randn(clean.shape, generator=g)
         out = apps.denoise(model, schedule, noisy, sigma, steps=3, generator=g, prediction_type=prediction_type)
-        gain = apps.psnr(out, clean) - apps.psnr(noisy.clamp(-1, 1), clean)
+        gain = evaluation.psnr(out, clean) - evaluation.psnr(noisy.clamp(-1, 1), clean)
         assert (gain > 3).all(), (sigma, gain)
 
 

@@ -1,9 +1,10 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from ddpm_edu.diffusion import (diffusion_loss, model_output_to_x0_eps, q_posterior, q_sample,
+from ddpm_edu.diffusion import (check_int_batch, diffusion_loss, model_output_to_x0_eps, q_posterior, q_sample,
                                 reverse_mean_from_eps, training_target)
 from ddpm_edu.schedules import make_schedule
 
@@ -102,7 +103,7 @@ def test_loss_of_oracle_and_zero_models(sched):
 @pytest.mark.parametrize("call, words", [
     (lambda s, x: q_sample(s, x, torch.tensor([0, 1000])), "t must lie in [0, T) = [0, 1000)"),
     (lambda s, x: q_sample(s, x, torch.tensor([-1, 0])), "t must lie in [0, T)"),
-    (lambda s, x: q_sample(s, x, torch.tensor([0.5, 1.0])), "t must hold integer steps"),
+    (lambda s, x: q_sample(s, x, torch.tensor([0.5, 1.0])), "t must hold integers"),
     (lambda s, x: q_sample(s, x, torch.tensor([0, 1, 2])), "t must have shape (2,)"),
     (lambda s, x: q_sample(s, x, torch.tensor([0, 1]), noise=torch.zeros(2, 1, 3)), "x0 and noise must have the same shape"),
     (lambda s, x: q_sample(s, x * float("inf"), torch.tensor([0, 1])), "x0 contains NaN or infinite values"),
@@ -115,4 +116,27 @@ def test_bad_input_names_the_argument(sched, call, words):
     x = torch.zeros(2, 1, 3, 3)
     with pytest.raises(ValueError) as info:
         call(sched, x)
+    assert words in str(info.value)
+
+
+def test_numpy_input_gets_a_clear_type_error(sched):
+    hint = r"x0 must be a torch.Tensor, got ndarray \(convert an array with torch.from_numpy\)"
+    with pytest.raises(TypeError, match=hint):
+        q_sample(sched, np.zeros((2, 1, 3, 3), dtype=np.float32), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("value, batch, expected", [
+    (3, 2, [3, 3]), ([1, 2], 2, [1, 2]), (np.array([0, 9]), 2, [0, 9]), (torch.tensor(4), 3, [4, 4, 4])])
+def test_check_int_batch_accepts_one_int_or_one_per_image(value, batch, expected):
+    out = check_int_batch("y", value, batch, 0, 10)
+    assert out.dtype == torch.long and out.tolist() == expected
+
+
+@pytest.mark.parametrize("value, words", [
+    (1.5, "y must hold integers"), (torch.tensor([True, False]), "y must hold integers"),
+    ([1, 2, 3], "y must have shape (2,)"), ([0, 10], "y must lie in [0, 10), got values from 0 to 10"),
+    ([-1, 0], "y must lie in"), ("ab", "y must be an int or integers of shape (2,)")])
+def test_check_int_batch_names_the_argument(value, words):
+    with pytest.raises(ValueError) as info:
+        check_int_batch("y", value, 2, 0, 10)
     assert words in str(info.value)

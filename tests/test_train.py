@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from ddpm_edu import checkpoint as ckpt
-from ddpm_edu.train import EMA, TrainConfig, Trainer, learning_rate, pick_device
+from ddpm_edu.train import EMA, TrainConfig, Trainer, learning_rate
+from ddpm_edu.utils import pick_device
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,13 +1,16 @@
-"""Tests of ddpm_edu.unet and ddpm_edu.dit (chapter 3): shapes, gradients, conditioning, validation, configs."""
+"""Tests of ddpm_edu.configs, ddpm_edu.unet, ddpm_edu.dit and ddpm_edu.models (chapter 3): shapes, gradients,
+conditioning, validation, configs."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
+from ddpm_edu.configs import PRESETS, DiTConfig, ModelConfig, UNetConfig, make_config
 from ddpm_edu.dit import DiT, patchify, unpatchify
-from ddpm_edu.unet import (PRESETS, DiTConfig, UNet, UNetConfig, architecture_summary, count_parameters,
-                           make_config, make_model, timestep_embedding)
+from ddpm_edu.models import architecture_summary, make_model
+from ddpm_edu.unet import UNet, check_model_inputs, count_parameters, timestep_embedding
 
 TINY_UNET = dict(base_channels=8, channel_mults=(1, 2, 2), attention_levels=(2,))
 TINY_DIT = dict(patch_size=4, hidden_size=32, depth=2, num_heads=2)
@@ -69,12 +72,26 @@ def test_unet_with_more_levels_and_blocks():
     assert model.size_multiple == 8
 
 
-def test_scalar_and_float_t_accepted():
+def test_scalar_list_and_numpy_t_accepted():
     model = tiny_unet()
     x, _ = batch(3)
     assert model(x, torch.tensor(7)).shape == x.shape
     assert model(x, 7).shape == x.shape
-    assert model(x, torch.tensor([0.5, 10.0, 999.0])).shape == x.shape
+    assert model(x, [0, 10, 999]).shape == x.shape
+    assert model(x, np.array([0, 10, 999])).shape == x.shape
+
+
+@pytest.mark.parametrize("build", [tiny_unet, tiny_dit])
+def test_t_must_be_an_integer_step_the_model_was_trained_on(build):
+    model = build(num_timesteps=50)
+    x, _ = batch(2)
+    assert model(x, torch.tensor([0, 49])).shape == x.shape
+    with pytest.raises(ValueError, match=r"t must lie in \[0, num_timesteps\) = \[0, 50\), got values from 0 to 50"):
+        model(x, torch.tensor([0, 50]))
+    with pytest.raises(ValueError, match="t must hold integers, got dtype torch.float32"):
+        model(x, torch.tensor([0.5, 10.0]))
+    with pytest.raises(ValueError, match="t must lie in"):
+        tiny_unet()(x, 5000)  # the default T = 1000
 
 
 def test_patchify_round_trip():
@@ -171,12 +188,13 @@ def test_bad_inputs_raise_value_errors_naming_the_argument(build):
         (dict(x=torch.zeros(2, 2, 28, 28), t=t), "x must have 1 channel"),
         (dict(x=torch.full((2, 1, 28, 28), float("nan")), t=t), "x contains NaN"),
         (dict(x=torch.full((2, 1, 28, 28), float("inf")), t=t), "x contains NaN"),
-        (dict(x=x, t=torch.zeros(3)), "t must have shape"),
+        (dict(x=x, t=torch.zeros(3, dtype=torch.long)), "t must have shape"),
         (dict(x=x, t=torch.tensor([-1, 3])), "t must"),
         (dict(x=x, t=torch.tensor([True, False])), "t must"),
-        (dict(x=x, t=t, y=torch.tensor([0, 4])), r"y must hold labels in \[0, 3\]"),
-        (dict(x=x, t=t, y=torch.tensor([-1, 0])), "y must hold labels"),
-        (dict(x=x, t=t, y=torch.tensor([0.0, 1.0])), "y must hold integer"),
+        (dict(x=x, t=t, y=torch.tensor([0, 4])), r"y must lie in \[0, 3\] \(3 = no class\), got values from 0 to 4"),
+        (dict(x=x, t=t, y=torch.tensor([-1, 0])), "y must lie in"),
+        (dict(x=x, t=t, y=torch.tensor([0.0, 1.0])), "y must hold integers"),
+        (dict(x=x.double(), t=t), "x has dtype torch.float64 but the model's weights are torch.float32"),
         (dict(x=x, t=t, y=torch.tensor([0, 1, 2])), "y must have shape"),
     ]
     for kwargs, message in cases:
@@ -283,3 +301,20 @@ def test_float64_model(build):
     model = build(num_classes=3).double()
     x, t = batch(2)
     assert model(x.double(), t, torch.tensor([0, 3])).dtype == torch.float64
+
+
+def test_check_model_inputs_fills_in_the_no_class_label():
+    x, t = batch(3)
+    t_out, y = check_model_inputs(x, t, None, UNetConfig(num_classes=4))
+    assert t_out.dtype == torch.long and torch.equal(t_out, t) and torch.equal(y, torch.full((3,), 4))
+    assert check_model_inputs(x, 5, None, UNetConfig())[1] is None
+
+
+def test_both_configs_share_the_base_fields_and_its_dict_form():
+    for cls in (UNetConfig, DiTConfig):
+        assert issubclass(cls, ModelConfig)
+        assert "to_dict" not in vars(cls) and "from_dict" not in vars(cls), "written once, on ModelConfig"
+        config = cls(image_size=32, in_channels=3, num_classes=5, num_timesteps=500)
+        assert cls.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="num_timesteps"):
+        DiTConfig(num_timesteps=0)

@@ -57,7 +57,7 @@ def package(run: Path, command: str) -> None:
     import torch
 
     from ddpm_edu.checkpoint import read_config, read_safetensors, write_json
-    from ddpm_edu.cli import save_images
+    from ddpm_edu.imageio import save_images
 
     config = read_config(run)
     _, meta = read_safetensors(run / "state.safetensors")
