@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ddpm_edu import data as D
 
@@ -136,10 +137,14 @@ def test_download_without_torchvision_says_so(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("call, words", [
-    (lambda: D.load_dataset("imagenet"), "name must be one of"),
+    (lambda: D.load_dataset("imagenet"), "dataset must be one of ['cifar10', 'fashion-mnist', 'mnist', 'mnist-subset']"
+                                         " or 'folder:PATH'"),
+    (lambda: D.load_dataset("folder:"), "dataset must be one of"),
     (lambda: D.load_mnist_subset("validation"), "split must be one of"),
-    (lambda: D.load_dataset("mnist", "validation"), "split must be 'train' or 'test'"),
+    (lambda: D.load_dataset("mnist", "validation"), "split must be one of ('train', 'heldout', 'all')"),
+    (lambda: D.load_dataset("mnist", "all"), "split 'all' is for 'mnist-subset'"),
     (lambda: D.load_dataset(limit=0), "limit must be a positive int"),
+    (lambda: D.load_dataset(image_size=0), "image_size must be a positive int"),
     (lambda: D.make_toy_2d("circles"), "name must be one of"),
     (lambda: D.make_toy_2d("moons", n=0), "n must be a positive int"),
 ])
@@ -154,3 +159,80 @@ def test_toy_2d_is_seeded_and_scaled(name):
     a, b = D.make_toy_2d(name, 3000, seed=7), D.make_toy_2d(name, 3000, seed=7)
     assert torch.equal(a, b) and a.shape == (3000, 2) and a.dtype == torch.float32
     assert 0.5 < a.std().item() < 2.0 and a.mean(0).abs().max().item() < 0.6
+
+
+# ------------------------------------------------------------------------------- folder:PATH (your own pictures)
+def write_pictures(folder, sizes, mode="RGB", seed=0):
+    """PNG files of random pixels, one per (width, height), into `folder`."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (w, h) in enumerate(sizes):
+        shape = (h, w, 3) if mode == "RGB" else (h, w)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(folder / f"{i:02d}.png")
+
+
+def test_folder_with_class_subfolders_is_labelled_by_sorted_names(tmp_path):
+    write_pictures(tmp_path / "zebra", [(12, 10)] * 3)
+    write_pictures(tmp_path / "apple", [(12, 10)] * 5, seed=1)
+    ds = D.load_dataset(f"folder:{tmp_path}", image_size=16)
+    assert ds.image_shape == (3, 16, 16) and len(ds) == 8
+    assert ds.num_classes == 2 and ds.class_names == ("apple", "zebra")
+    assert ds.labels.tolist() == [0] * 5 + [1] * 3
+    assert ds.images.min() >= -1 and ds.images.max() <= 1 and ds.name == f"folder:{tmp_path}"
+
+
+def test_flat_grey_folder_has_no_classes_and_keeps_a_common_square_size(tmp_path):
+    write_pictures(tmp_path, [(20, 20)] * 4, mode="L")
+    ds = D.load_dataset(f"folder:{tmp_path}")
+    assert ds.image_shape == (1, 20, 20) and ds.num_classes is None and ds.class_names is None
+    assert ds.labels.tolist() == [0, 0, 0, 0]
+    first = np.asarray(Image.open(tmp_path / "00.png"), dtype=np.float32) / 127.5 - 1  # no resizing: exact pixels
+    assert torch.allclose(ds.images[0, 0], torch.from_numpy(first), atol=1e-6)
+
+
+def test_mixed_sizes_and_colours_are_centre_cropped_resized_and_made_rgb(tmp_path):
+    write_pictures(tmp_path / "a", [(40, 20), (9, 30)])
+    write_pictures(tmp_path / "b", [(25, 25)], mode="L")
+    ds = D.load_dataset(f"folder:{tmp_path}")
+    assert ds.image_shape == (3, D.DEFAULT_FOLDER_SIZE, D.DEFAULT_FOLDER_SIZE)
+    grey = ds.images[2]
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2]), "a grey picture becomes equal R, G, B"
+
+
+def test_sixteen_bit_pictures_keep_their_range(tmp_path):
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")  # a 16-bit grey PNG
+    ds = D.load_dataset(f"folder:{tmp_path}")
+    expected = torch.from_numpy(ramp.astype(np.float32) / 65535 * 2 - 1)
+    assert torch.allclose(ds.images[0, 0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: None, "dataset folder not found"),
+    (lambda p: p.mkdir(), "holds no pictures"),
+    (lambda p: (write_pictures(p / "cls", [(8, 8)]), write_pictures(p, [(8, 8)])), "both pictures"),
+    (lambda p: (write_pictures(p / "a", [(8, 8)]), (p / "b").mkdir()), "holds no pictures"),
+    (lambda p: (p.mkdir(), (p / "x.png").write_bytes(b"not a png")), "cannot read"),
+])
+def test_bad_folders_are_named(tmp_path, make, words):
+    folder = tmp_path / "pics"
+    make(folder)
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        D.load_dataset(f"folder:{folder}")
+    assert words in str(info.value)
+
+
+def test_folder_has_no_heldout_split(tmp_path):
+    write_pictures(tmp_path, [(8, 8)])
+    with pytest.raises(ValueError, match="no held-out split"):
+        D.load_dataset(f"folder:{tmp_path}", "heldout")
+
+
+def test_named_datasets_resize_on_request():
+    ds = D.load_dataset("mnist-subset", "heldout", limit=4, image_size=32)
+    assert ds.image_shape == (1, 32, 32) and ds.images.min() >= -1 and ds.images.max() <= 1
+
+
+def test_the_registry_is_the_only_list_of_names():
+    for name, source in D.DATASETS.items():
+        assert D.check_dataset_name(name) == name and source.num_classes == 10 and source.description
