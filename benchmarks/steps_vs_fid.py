@@ -1,15 +1,26 @@
-"""Number of sampling steps vs sample quality for the reference model (chapter 5's table, like Table 1 of DDIM).
+"""Number of sampling steps vs sample quality for the reference model: chapter 5's table (like Table 1 of DDIM).
 
-    python benchmarks/steps_vs_fid.py                       # full table: 1,000 samples per cell (use a GPU)
-    python benchmarks/steps_vs_fid.py --n 100 --steps 10 20 # a quick look on a CPU
+    python benchmarks/steps_vs_fid.py                              # the full table, n = 1000 per cell (use a GPU)
+    python benchmarks/steps_vs_fid.py --n 200 --steps 10 20 50 100 # the CPU version the book shows now
+    python benchmarks/steps_vs_fid.py --n 20 --steps 2 --solver-steps 2 --out /tmp/t.json   # a smoke test
 
-For each sampler row (DDIM eta=0; DDPM with the small variance, i.e. eta=1; DDPM with the large variance, the
-DDIM paper's sigma-hat) and each number of steps, draws n unconditional samples from the same seed and scores them
-with ddpm_edu.metrics (FID in the shipped classifier's feature space, confidence, coverage), beside the calibration
-sets of the same size. Writes book/data/steps_vs_fid.json, which chapter 5 reads, with the hardware that produced it.
+Rows: every sampler setting of chapter 5 (DDPM with the small and the large variance; DDIM with eta = 0, 0.5, 1;
+DPM-Solver++(2M)), by name from ddpm_edu.sampling's registry; a sampler registered later gets a row of its own. Columns: the number of network evaluations
+(--steps; DPM-Solver++ at its own, smaller counts, --solver-steps). Conditions: 'classes in turn' (labels 0..9
+repeating) and 'no labels'. Every cell draws n samples from the same seed and scores them with ddpm_edu.metrics
+(FID in the shipped classifier's feature space, confidence, coverage, mean pixel value), beside the calibration sets
+of the same n.
+
+The table is written to book/data/steps_vs_fid.json after every cell, with the command, hardware, torch version and
+seconds of each cell. Running the script again with other --rows/--steps/--conditions adds cells to the same file
+(same n and seed required); cells already there are skipped unless --recompute. --clipping-figure also stores
+the images of chapter 5's clipping lesson (DDIM with 50 and 1000 steps, eps re-derived or not, same x_T).
 """
 
+from __future__ import annotations
+
 import argparse
+import datetime
 import json
 import platform
 import shlex
@@ -17,18 +28,26 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ddpm_edu.checkpoint import load_model, write_json
 from ddpm_edu.metrics import calibration, quality_scores
-from ddpm_edu.sampling import sample_n
+from ddpm_edu.sampling import SAMPLERS, sample, sample_n
 
 ROOT = Path(__file__).resolve().parent.parent
-ROWS = {  # --rows key -> (name in the table, keyword arguments of ddpm_edu.sampling.sample)
-    "ddim": ("DDIM, η = 0", {"sampler": "ddim", "eta": 0.0}),
-    "ddpm-small": ("DDPM, small σ (η = 1)", {"sampler": "ddpm", "variance": "small"}),
-    "ddpm-large": ("DDPM, large σ (σ̂)", {"sampler": "ddpm", "variance": "large"}),
+ROWS = {  # --rows key -> (name in the table, registered sampler, its options)
+    "ddpm-small": ("DDPM, small σ", "ddpm", {"variance": "small"}),
+    "ddpm-large": ("DDPM, large σ", "ddpm", {"variance": "large"}),
+    "ddim-0": ("DDIM, η = 0", "ddim", {"eta": 0.0}),
+    "ddim-0.5": ("DDIM, η = 0.5", "ddim", {"eta": 0.5}),
+    "ddim-1": ("DDIM, η = 1", "ddim", {"eta": 1.0}),
+    "dpmpp-2m": ("DPM-Solver++(2M)", "dpmpp-2m", {}),
 }
+ROWS.update({name: (cls.__name__, name, {}) for name, cls in SAMPLERS.items()  # a newly registered sampler gets
+             if name not in {sampler for _, sampler, _ in ROWS.values()}})  # a row with its default options
+SOLVERS = {"dpmpp-2m"}  # rows that run at --solver-steps instead of --steps
+CONDITIONS = {"cond": "classes in turn", "uncond": "no labels"}
 
 
 def hardware(device: torch.device) -> str:
@@ -37,65 +56,102 @@ def hardware(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def load_table(path: Path, n: int, seed: int) -> dict:
+    if not path.exists():
+        return {"n": n, "seed": seed, "rows": {}, "cells": {}, "commands": []}
+    table = json.loads(path.read_text(encoding="utf-8"))
+    for key, value in (("n", n), ("seed", seed)):
+        if table.get(key) != value:
+            raise SystemExit(f"{path} holds cells with {key} = {table.get(key)}, not {value}: pass --out elsewhere")
+    return table
+
+
+def scores_of(x: torch.Tensor) -> dict:
+    scores = {k: v for k, v in quality_scores(x).items() if k != "histogram"}
+    scores["mean_pixel"] = round(((x.float().clamp(-1, 1) + 1) / 2).mean().item(), 4)
+    return scores
+
+
+def clipping_figure(model, schedule, device, seed: int, path: Path) -> None:
+    """DDIM (eta = 0) from one x_T for digits 0..7: 50 and 1000 steps, eps_hat re-derived from the clipped x0_hat
+    or kept raw; saved as uint8 images (4, 8, 28, 28) with the mean pixel value of each run."""
+    g = torch.Generator(device).manual_seed(seed)
+    x_T = torch.randn(8, *model_image_shape(model), generator=g, device=device)
+    runs, means = {}, {}
+    for steps in (50, 1000):
+        for rederive in (True, False):
+            name = f"DDIM-{steps}, eps {'re-derived' if rederive else 'raw'}"
+            start = time.time()
+            x = sample(model, schedule, x_T=x_T, sampler="ddim", steps=steps, rederive_eps=rederive,
+                       labels=torch.arange(8, device=device)).float().cpu()
+            runs[name] = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()[:, 0]
+            means[name] = round(((x.clamp(-1, 1) + 1) / 2).mean().item(), 4)
+            print(f"clipping figure: {name:28s} mean pixel {means[name]:.4f}  ({time.time() - start:.0f} s)", flush=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, names=np.array(list(runs)), images=np.stack(list(runs.values())),
+                        mean_pixel=np.array([means[k] for k in runs]))
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
+def model_image_shape(model) -> tuple:
+    config = model.config
+    return (config.in_channels, config.image_size, config.image_size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the reference model)")
     parser.add_argument("--n", type=int, default=1000, help="samples per cell (at most 1000: the held-out size)")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000])
+    parser.add_argument("--solver-steps", type=int, nargs="+", default=[5, 10, 15, 20],
+                        help="step counts of the high-order solvers (%(default)s)")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--long-steps", type=int, nargs="*", default=[],
-                        help="step counts run only for the --long-rows (to save time on a CPU)")
-    parser.add_argument("--long-rows", nargs="*", default=[], choices=list(ROWS))
-    parser.add_argument("--merge", action="store_true",
-                        help="add the computed cells to an existing --out file (same n and seed) instead of replacing it")
-    parser.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (CPU or GPU)")
+    parser.add_argument("--recompute", action="store_true", help="recompute cells already in --out")
+    parser.add_argument("--clipping-figure", action="store_true", help="also store chapter 5's clipping lesson images")
     parser.add_argument("--out", type=Path, default=ROOT / "book" / "data" / "steps_vs_fid.json")
     args = parser.parse_args()
+    unknown = {ROWS[key][1] for key in args.rows} - set(SAMPLERS)
+    if unknown:
+        raise SystemExit(f"--rows: samplers {sorted(unknown)} are not registered in ddpm_edu.sampling")
 
     device = torch.device(args.device)
     model, schedule, config = load_model(args.checkpoint, device=device)
-    table = {}
-    for key in args.rows:
-        row, kwargs = ROWS[key]
-        table[row] = {}
-        for steps in args.steps:
-            if steps in args.long_steps and key not in args.long_rows:
-                continue
-            start = time.time()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                x = sample_n(model, schedule, args.n, (1, 28, 28), batch_size=args.batch_size,
-                             generator=torch.Generator(device).manual_seed(args.seed), steps=steps,
-                             prediction_type=config["prediction_type"], **kwargs).float()
-            seconds = time.time() - start
-            scores = {k: v for k, v in quality_scores(x).items() if k != "histogram"}
-            table[row][str(steps)] = {**scores, "seconds": round(seconds, 1)}
-            print(f"{row:24s} {steps:5d} steps  FID {scores['fid']:7.2f}  confidence {scores['confidence']:.3f}  "
-                  f"coverage {scores['coverage']:.1f}  ({seconds:.0f} s)", flush=True)
-    calib = {name: {k: v for k, v in s.items() if k != "histogram"} for name, s in calibration(args.n).items()}
-    result = {"n": args.n, "steps": args.steps, "rows": [ROWS[key][0] for key in args.rows], "seed": args.seed, "spacing": "trailing", "clip_x0": True,
-              "labels": None, "bf16_autocast": args.bf16, "checkpoint": args.checkpoint or "reference", "hardware": hardware(device),
-              "torch": torch.__version__, "table": table, "calibration": calib,
-              "command": "python benchmarks/steps_vs_fid.py " + shlex.join(sys.argv[1:])}
-    if args.merge and args.out.exists():
-        result = merge(json.loads(args.out.read_text(encoding="utf-8")), result)
-    write_json(result, args.out)
+    if args.clipping_figure:
+        clipping_figure(model, schedule, device, args.seed, args.out.with_name("ddim_clipping.npz"))
+    table = load_table(args.out, args.n, args.seed)
+    table["commands"].append("python benchmarks/steps_vs_fid.py " + shlex.join(sys.argv[1:]))
+    table["checkpoint"] = args.checkpoint or "reference"
+    table["calibration"] = {name: {k: v for k, v in s.items() if k != "histogram"}
+                            for name, s in calibration(args.n).items()}
+    image_shape = model_image_shape(model)
+    num_classes = model.config.num_classes
+    for condition in args.conditions:
+        labels = torch.arange(args.n) % num_classes if condition == "cond" else None
+        for key in args.rows:
+            row, sampler, options = ROWS[key]
+            table["rows"][key] = row
+            for steps in (args.solver_steps if key in SOLVERS else args.steps):
+                cell_key = f"{condition}/{key}/{steps}"
+                if cell_key in table["cells"] and not args.recompute:
+                    continue
+                start = time.time()
+                x = sample_n(model, schedule, args.n, image_shape, batch_size=args.batch_size, labels=labels,
+                             generator=torch.Generator(device).manual_seed(args.seed), sampler=sampler, steps=steps,
+                             **options)
+                seconds = time.time() - start
+                table["cells"][cell_key] = {**scores_of(x), "seconds": round(seconds, 1), "hardware": hardware(device),
+                                            "torch": torch.__version__,
+                                            "date": datetime.date.today().isoformat()}
+                print(f"{CONDITIONS[condition]:15s} {row:18s} {steps:5d} steps  FID {table['cells'][cell_key]['fid']:8.2f}"
+                      f"  mean pixel {table['cells'][cell_key]['mean_pixel']:.3f}  ({seconds:.0f} s)", flush=True)
+                write_json(table, args.out)
+    write_json(table, args.out)
     print(f"wrote {args.out}")
-
-
-def merge(old: dict, new: dict) -> dict:
-    """Add new's cells to old's table; both runs must share n, seed and precision."""
-    for key in ("n", "seed", "bf16_autocast"):
-        if old.get(key) != new.get(key):
-            raise SystemExit(f"--merge: {key} differs ({old.get(key)} in the file, {new.get(key)} now)")
-    for row, cells in new["table"].items():
-        old["table"].setdefault(row, {}).update(cells)
-    old["rows"] = old["rows"] + [r for r in new["rows"] if r not in old["rows"]]
-    old["steps"] = sorted(set(old["steps"]) | set(new["steps"]))
-    old["command"] = old["command"] + "; then " + new["command"]
-    return old
 
 
 if __name__ == "__main__":

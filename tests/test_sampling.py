@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from ddpm_edu.diffusion import eps_from_x0, v_from_eps_x0, x0_from_eps
-from ddpm_edu.sampling import (Trajectory, ddim_step, ddpm_step, model_output, predict_x0_eps, sample, sample_n,
-                               sampling_timesteps)
+from ddpm_edu.sampling import (SAMPLERS, DDIMSampler, DPMSolverPP2M, Sampler, Trajectory, ddim_step, ddpm_step,
+                               make_sampler, model_output, predict_x0_eps, prediction_type_of, register_sampler, sample,
+                               sample_n, sampling_timesteps)
 from ddpm_edu.schedules import make_schedule
 
 
@@ -34,10 +35,35 @@ def test_ddpm_full_loop_matches_diffusers(sched):
     assert abs(x.abs().mean().item() - 0.3372) < 1e-3
 
 
-def test_ddim_10_steps_matches_diffusers(sched):
-    x = sample(dummy_model, sched, x_T=dummy_sample_deter(), sampler="ddim", steps=10, eta=0.0, spacing="leading")
+@pytest.mark.parametrize("rederive_eps", [False, True])
+def test_ddim_10_steps_matches_diffusers(sched, rederive_eps):
+    # diffusers' published numbers are for its default pairing (clipped x0, raw eps); with this dummy model x0_hat
+    # stays inside [-1, 1], so use_clipped_model_output=True gives the same sums (checked with diffusers 0.42.1)
+    x = sample(dummy_model, sched, x_T=dummy_sample_deter(), sampler="ddim", steps=10, eta=0.0, spacing="leading",
+               rederive_eps=rederive_eps)
     assert abs(x.abs().sum().item() - 172.0067) < 1e-2
     assert abs(x.abs().mean().item() - 0.223967) < 1e-3
+
+
+# Reference numbers for DPM-Solver++(2M) from diffusers 0.42.1, computed once with
+#   s = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
+#                                   beta_schedule="linear", solver_order=2, algorithm_type="dpmsolver++")
+#   s.set_timesteps(S); x = dummy_sample_deter; for t in s.timesteps: x = s.step(x * t / (t + 1), t, x).prev_sample
+# (defaults: no thresholding, linspace spacing, lower_order_final, final_sigmas_type="zero", i.e. alpha_bar = 1 at
+# the end, as in our loop). Their own test file pins a different configuration (final sigma = sigma_min).
+DPM_GOLDEN = {
+    10: ([999, 899, 799, 699, 599, 500, 400, 300, 200, 100], 185.0114, 0.240900),
+    25: ([999, 959, 919, 879, 839, 799, 759, 719, 679, 639, 599, 559, 519, 480, 440, 400, 360, 320, 280, 240, 200,
+          160, 120, 80, 40], 195.3936, 0.254419),
+}
+
+
+@pytest.mark.parametrize("steps", sorted(DPM_GOLDEN))
+def test_dpm_solver_pp_2m_matches_diffusers(sched, steps):
+    timesteps, ref_sum, ref_mean = DPM_GOLDEN[steps]
+    x = sample(dummy_model, sched, x_T=dummy_sample_deter(), sampler="dpmpp-2m", timesteps=timesteps, clip_x0=False)
+    assert abs(x.abs().sum().item() - ref_sum) < 1e-2
+    assert abs(x.abs().mean().item() - ref_mean) < 1e-4
 
 
 @pytest.mark.parametrize("spacing, expected", [
@@ -64,13 +90,27 @@ def gaussian_data_model(schedule, mu=0.3, s=0.2):
     return model
 
 
-def test_ddim_eta_one_is_ddpm_small_on_the_same_draws():
+def biased_gaussian_model(schedule, mu=0.3, s=0.5, bias=0.02):
+    """The exact eps-predictor for x0 ~ N(mu, s^2) plus a small constant error, like an imperfect network: at high
+    noise x0_hat = (x - sqrt(1 - ab) eps_hat) / sqrt(ab) is far outside [-1, 1] and gets clipped."""
+    exact = gaussian_data_model(schedule, mu, s)
+    return lambda x, t: exact(x, t) + bias
+
+
+@pytest.mark.parametrize("clip_x0", [False, True])
+def test_ddim_eta_one_is_ddpm_small_on_the_same_draws(clip_x0):
+    """Also with clipping: the re-derived eps_hat keeps (x0_hat, eps_hat) consistent, and for a consistent pair the
+    DDIM step with eta = 1 is the posterior mean plus the small variance's noise."""
     sched = make_schedule("cosine", T=100)
-    model = gaussian_data_model(sched)
-    kw = dict(clip_x0=False, steps=25)
+    model = biased_gaussian_model(sched, 0.3, 0.5, bias=0.05)  # x0_hat leaves [-1, 1] at high noise
+    kw = dict(clip_x0=clip_x0, steps=25)
     ddpm = sample(model, sched, (512, 1, 1, 1), sampler="ddpm", generator=torch.Generator().manual_seed(0), **kw)
     ddim = sample(model, sched, (512, 1, 1, 1), sampler="ddim", eta=1.0, generator=torch.Generator().manual_seed(0), **kw)
     assert torch.allclose(ddpm, ddim, atol=1e-4)
+    if clip_x0:
+        raw = sample(model, sched, (512, 1, 1, 1), sampler="ddim", eta=1.0, rederive_eps=False,
+                     generator=torch.Generator().manual_seed(0), **kw)
+        assert not torch.allclose(ddpm, raw, atol=1e-2)  # the old pairing breaks the identity
 
 
 def test_samplers_on_gaussian_data_bracket_the_true_variance():
@@ -191,10 +231,118 @@ def test_guided_sampling_runs_and_int_labels_broadcast(sched):
     assert x.shape == (3, 1, 2, 2) and torch.isfinite(x).all()
 
 
-def test_predict_x0_eps_clips_only_x0(sched):
-    x = torch.full((1, 1, 2, 2), 3.0)
-    x0, eps = predict_x0_eps(dummy_model, sched, x, torch.tensor([999]))
-    assert x0.max() <= 1 and torch.allclose(eps, dummy_model(x, torch.tensor([999])))
+def test_predict_x0_eps_rederives_eps_from_the_clipped_x0(sched):
+    x, t = torch.full((1, 1, 2, 2), 3.0), torch.tensor([500])
+    no_noise = lambda x, t: torch.zeros_like(x)  # noqa: E731 - eps_hat = 0, so x0_hat = x / sqrt(ab) = 10.7
+    x0, eps = predict_x0_eps(no_noise, sched, x, t)
+    assert torch.equal(x0, torch.ones_like(x)) and (eps > 1).all()
+    ab = sched.alpha_bars[500].item()
+    assert torch.allclose(ab**0.5 * x0 + (1 - ab) ** 0.5 * eps, x, atol=1e-5)  # still a consistent pair
+    x0_raw, eps_raw = predict_x0_eps(no_noise, sched, x, t, rederive_eps=False)
+    assert torch.equal(x0_raw, x0) and torch.equal(eps_raw, torch.zeros_like(x))
+
+
+def test_consistent_clipping_makes_ddim_converge_as_steps_grow(sched):
+    """With x0_hat clipped but the raw eps_hat kept, every DDIM step adds about sqrt(ab) (clip(x0_hat) - x0_hat),
+    an error that does not shrink with the step size: 1000 steps drift far from 50. Re-deriving eps_hat from the
+    clipped x0_hat removes it, and the 1000-step answer agrees with the 50-step one."""
+    model = biased_gaussian_model(sched)
+    x_T = torch.randn(2000, 1, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gap = {}
+    for rederive in (True, False):
+        runs = {n: sample(model, sched, x_T=x_T, sampler="ddim", steps=n, rederive_eps=rederive) for n in (50, 1000)}
+        gap[rederive] = (runs[1000] - runs[50]).abs().mean().item()
+    assert gap[True] < 0.05  # measured 0.018
+    assert gap[False] > 0.15  # measured 0.25: the old pairing fails this test
+
+
+def test_dpm_solver_is_second_order_on_an_ode_with_a_known_answer():
+    sched = make_schedule("linear", T=1000)
+    model = gaussian_data_model(sched, 0.3, 0.5)
+    x_T = torch.randn(500, 1, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    exact = sample(model, sched, x_T=x_T, sampler="ddim", clip_x0=False)  # 1000 steps: the ODE's answer
+    err = {(name, n): (sample(model, sched, x_T=x_T, sampler=name, steps=n, clip_x0=False) - exact).abs().max().item()
+           for name in ("ddim", "dpmpp-2m") for n in (20, 50)}
+    assert err[("dpmpp-2m", 20)] < err[("ddim", 20)] / 3
+    assert err[("dpmpp-2m", 20)] / err[("dpmpp-2m", 50)] > 4  # 2.5x the steps: ~6x less error (second order)
+    assert err[("ddim", 20)] / err[("ddim", 50)] < 3.5  # first order: ~2.5x
+
+
+# ---- samplers as objects ----
+
+def test_registry_lists_every_sampler_and_builds_them():
+    assert {"ddpm", "ddim", "dpmpp-2m"} <= set(SAMPLERS)
+    for name, cls in SAMPLERS.items():
+        assert issubclass(cls, Sampler) and cls.name == name
+        assert isinstance(make_sampler(name), cls)
+    assert make_sampler("ddim", eta=0.5).needs_noise and not make_sampler("ddim").needs_noise
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        make_sampler("euler")
+    with pytest.raises(ValueError, match="eta is not an option of sampler='dpmpp-2m'"):
+        make_sampler("dpmpp-2m", eta=0.3)
+
+
+def test_a_new_sampler_is_one_registered_class(sched):
+    class HalfwayDDIM(DDIMSampler):
+        """DDIM with eta fixed at 0.5."""
+
+        name = "test-halfway"
+
+        def __init__(self):
+            super().__init__(eta=0.5)
+
+    try:
+        register_sampler(HalfwayDDIM)
+        g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+        a = sample(dummy_model, sched, (2, 1, 4, 4), sampler="test-halfway", steps=5, generator=g())
+        b = sample(dummy_model, sched, (2, 1, 4, 4), sampler="ddim", eta=0.5, steps=5, generator=g())
+        assert torch.equal(a, b)
+        with pytest.raises(ValueError, match="already registered"):
+            register_sampler(type("Other", (DDIMSampler,), {"name": "test-halfway"}))
+    finally:
+        SAMPLERS.pop("test-halfway", None)
+    with pytest.raises(ValueError, match="Sampler subclass"):
+        register_sampler(int)
+
+
+def test_a_sampler_object_can_be_reused_and_restarts_its_memory(sched):
+    solver = DPMSolverPP2M()
+    a = sample(dummy_model, sched, x_T=dummy_sample_deter(), sampler=solver, steps=8, clip_x0=False)
+    b = sample(dummy_model, sched, x_T=dummy_sample_deter(), sampler=solver, steps=8, clip_x0=False)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="set them on the sampler object"):
+        sample(dummy_model, sched, x_T=dummy_sample_deter(), sampler=DDIMSampler(), eta=0.5)
+
+
+def test_multistep_memory_is_forgotten_after_a_renoising_jump(sched):
+    """A RePaint-style jump up re-noises x; DPM-Solver's next step must be first order (its previous x0_hat belongs
+    to a different x), so it equals the run that starts fresh from the re-noised x."""
+    x_T = dummy_sample_deter()
+    seen = {}
+    x = sample(dummy_model, sched, x_T=x_T, sampler="dpmpp-2m", timesteps=[999, 799, 899, 599, 399], clip_x0=False,
+               generator=torch.Generator().manual_seed(0),
+               on_step=lambda i, t, x, x0: seen.setdefault(t, x.clone()) if t == 799 else None)
+    g = torch.Generator().manual_seed(0)
+    renoised = torch.randn(x_T.shape, generator=g)  # the first draw of the run above is the jump's noise
+    ab = sched.alpha_bars
+    start = (ab[899] / ab[799]).sqrt().item() * seen[799] + (1 - ab[899] / ab[799]).sqrt().item() * renoised
+    fresh = sample(dummy_model, sched, x_T=start, sampler="dpmpp-2m", timesteps=[899, 599, 399], clip_x0=False)
+    assert torch.allclose(x, fresh, atol=1e-6)
+
+
+def test_prediction_type_comes_from_the_models_config(sched):
+    class X0Model(torch.nn.Module):
+        class config:  # noqa: N801 - stands in for a UNetConfig
+            prediction_type = "x0"
+            num_classes = None
+
+        def forward(self, x, t):
+            return x0_from_eps(sched, x, t, dummy_model(x, t))
+
+    assert prediction_type_of(X0Model()) == "x0" and prediction_type_of(dummy_model) == "eps"
+    a = sample(X0Model(), sched, x_T=dummy_sample_deter(), sampler="ddim", steps=10)
+    b = sample(dummy_model, sched, x_T=dummy_sample_deter(), sampler="ddim", steps=10)
+    assert torch.allclose(a, b, atol=1e-4)
 
 
 def test_sample_n_batches_and_labels(sched):
@@ -213,6 +361,12 @@ def test_progress_bar_flag(sched, capsys):
     assert "ddim" in capsys.readouterr().err
 
 
+def test_sample_n_shows_one_bar_with_the_total(sched, capsys):
+    sample_n(dummy_model, sched, 5, (1, 2, 2), batch_size=2, sampler="ddim", steps=3, progress=True)
+    err = capsys.readouterr().err
+    assert "5 samples, 3 batches" in err and "9/9" in err and "3/3" not in err  # one bar: 3 batches x 3 steps
+
+
 # ---- clear errors ----
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -221,8 +375,9 @@ def test_progress_bar_flag(sched, capsys):
     (dict(variance="learned"), "variance must be one of"),
     (dict(prediction_type="score"), "prediction_type must be one of"),
     (dict(sampler="ddim", eta=1.5), "eta must be a number in"),
-    (dict(sampler="ddpm", eta=0.5), "eta applies to sampler='ddim'"),
-    (dict(sampler="ddim", variance="large"), "variance applies to sampler='ddpm'"),
+    (dict(sampler="ddpm", eta=0.5), "eta is not an option of sampler='ddpm'"),
+    (dict(sampler="ddim", variance="large"), "variance is not an option of sampler='ddim'"),
+    (dict(sampler=3), "sampler must be a Sampler or one of"),
     (dict(steps=0), r"steps must be an int in \[1, 1000\]"),
     (dict(steps=1001), r"steps must be an int in \[1, 1000\]"),
     (dict(steps=2.5), "steps must be an int"),
