@@ -1,103 +1,178 @@
 """The command line: `python -m ddpm_edu train | sample | denoise | inpaint | sdedit` (plumbing, not generated;
-the application commands are in ddpm_edu.cli_apps, what they share in ddpm_edu.cli_common).
+the application commands are in ddpm_edu.cli_apps, what every command shares in ddpm_edu.cli_common).
 
-Every failure the user can cause — a wrong flag, a missing file, an impossible value — is reported as one line
-on stderr with a non-zero exit status, never a traceback.
+Every failure the user can cause — a wrong flag, a missing or damaged file, an impossible value, an output that
+cannot be written — is reported as one line on stderr with a non-zero exit status, never a traceback. Where the
+output goes is checked before any work starts, and nothing the user had is overwritten until the new file is
+complete.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 
+import torch
+
+from ddpm_edu.checkpoint import load_model, read_config
 from ddpm_edu.cli_apps import add_application_parsers
-from ddpm_edu.cli_common import (EXIT_USAGE, CliError, OneLineParser, finite_float, non_negative_int, positive_int,
-                                 unit_float)
-from ddpm_edu.imageio import save_array, save_images
+from ddpm_edu.cli_common import (EXIT_INTERRUPTED, EXIT_USAGE, CliError, OneLineParser, StepProgress, finite_float,
+                                 non_negative_int, positive_int, unit_float)
+from ddpm_edu.configs import PRESETS
+from ddpm_edu.data import DATASETS, check_dataset_name, load_dataset
+from ddpm_edu.diffusion import PREDICTION_TYPES
+from ddpm_edu.imageio import ImageReadError, save_array, save_images
+from ddpm_edu.sampling import SAMPLERS, sample
+from ddpm_edu.schedules import SCHEDULES
+from ddpm_edu.train import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
+from ddpm_edu.utils import check_writable_file, check_writable_folder, pick_device
+
+# TrainConfig fields that define what is trained: on --resume they come from the checkpoint, and a flag that asks
+# for a different value is refused; every other flag (steps, learning rate, logging, device) may change.
+RUN_IDENTITY = ("dataset", "image_size", "limit", "preset", "class_conditional", "schedule", "T", "prediction_type")
+FLAG_OF = {"class_conditional": "--unconditional", "progress": "--no-progress", "out_dir": "--out"}
+
+
+def flag_of(field: str) -> str:
+    return FLAG_OF.get(field, "--" + field.replace("_", "-"))
+
+
+def dataset_name(text: str) -> str:
+    """argparse type of --dataset: a DATASETS name or folder:PATH."""
+    try:
+        return check_dataset_name(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DATASETS)} or folder:PATH, got {text!r}") \
+            from None
 
 
 # ----------------------------------------------------------------------------------------------- train
 def add_train_parser(sub) -> None:
-    from ddpm_edu.configs import PRESETS
-    from ddpm_edu.data import DATASETS
-    from ddpm_edu.diffusion import PREDICTION_TYPES
-    from ddpm_edu.schedules import SCHEDULES
-    from ddpm_edu.train import TrainConfig
-
+    """Flags default to None here, so that --resume can tell what was given; the defaults shown are TrainConfig's."""
     d = TrainConfig()
+
+    def default(value) -> str:
+        return f" (default: {value})"
+
     p = sub.add_parser("train", help="train a diffusion model (chapter 4)",
-                       description="Train a diffusion model and write checkpoints to --out. "
-                                   "Run under `torchrun --nproc_per_node=N` for several GPUs or processes.")
-    p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
-                   help="training data; 'mnist-subset' is bundled (offline), the others are read from --data-root")
-    p.add_argument("--data-root", default="~/.cache/ddpm_edu", help="folder of torchvision-format datasets")
-    p.add_argument("--download", action="store_true", help="download a torchvision dataset if missing (online)")
-    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N training images")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=d.preset, help="model preset (chapter 3)")
-    p.add_argument("--unconditional", action="store_true", help="ignore labels (no classifier-free guidance)")
-    p.add_argument("--label-dropout", type=unit_float, default=d.label_dropout,
-                   help="probability of training a step without its label (classifier-free guidance)")
-    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="noise schedule (chapter 2)")
-    p.add_argument("--T", type=positive_int, default=d.T, help="number of diffusion steps")
-    p.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=d.prediction_type,
-                   help="what the network predicts")
-    p.add_argument("--steps", type=positive_int, default=d.steps, help="optimizer steps in total")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per step (all processes)")
-    p.add_argument("--lr", type=finite_float, default=d.lr, help="peak learning rate of AdamW")
-    p.add_argument("--warmup-steps", type=non_negative_int, default=d.warmup_steps, help="linear warm-up steps")
-    p.add_argument("--weight-decay", type=finite_float, default=d.weight_decay, help="AdamW weight decay")
-    p.add_argument("--grad-clip", type=finite_float, default=d.grad_clip, help="gradient-norm clipping threshold")
-    p.add_argument("--ema-decay", type=finite_float, default=d.ema_decay, help="EMA decay of the weights, in [0, 1)")
-    p.add_argument("--seed", type=non_negative_int, default=d.seed, help="random seed")
-    p.add_argument("--device", default=d.device, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=d.precision,
-                   help="auto: bf16 autocast on CUDA, fp32 elsewhere")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch")
-    p.add_argument("--out", default=d.out_dir, help="checkpoint folder (created if missing)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    p.add_argument("--log-every", type=positive_int, default=d.log_every, help="steps between log lines")
-    p.add_argument("--checkpoint-every", type=non_negative_int, default=d.checkpoint_every,
-                   help="steps between checkpoints (0: only at the end)")
-    p.add_argument("--sample-every", type=non_negative_int, default=d.sample_every,
-                   help="steps between sample grids written to OUT/samples/ (0: never)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+                       description="Train a diffusion model and write checkpoints to --out. With --resume, the run "
+                                   "continues with the settings stored in the checkpoint; flags given override the "
+                                   "schedule of the run (--steps, --lr, ...) but not what is trained. Run under "
+                                   "`torchrun --nproc_per_node=N` for several GPUs or processes.")
+    p.add_argument("--dataset", type=dataset_name, metavar="{" + ",".join(DATASETS) + ",folder:PATH}",
+                   help="training data: 'mnist-subset' is bundled (offline); mnist, fashion-mnist and cifar10 are "
+                        "read from --data-root; folder:PATH is a folder of your own pictures (one subfolder per "
+                        "class, or none)" + default(d.dataset))
+    p.add_argument("--data-root", help="folder of torchvision-format datasets" + default(d.data_root))
+    p.add_argument("--download", action="store_true", default=None,
+                   help="download a torchvision dataset if missing (online)")
+    p.add_argument("--image-size", type=positive_int,
+                   help="resize (and centre-crop) the images to this side (default: the dataset's own size; "
+                        f"for a folder of pictures of different sizes, {32})")
+    p.add_argument("--limit", type=positive_int,
+                   help="train on a fixed random subset of N training images (default: all of them)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="model preset (chapter 3)" + default(d.preset))
+    p.add_argument("--unconditional", action="store_true", default=None,
+                   help="ignore labels (no classifier-free guidance); automatic for a folder without subfolders")
+    p.add_argument("--label-dropout", type=unit_float, help="probability of training a step without its label "
+                                                            "(classifier-free guidance)" + default(d.label_dropout))
+    p.add_argument("--schedule", choices=SCHEDULES, help="noise schedule (chapter 2)" + default(d.schedule))
+    p.add_argument("--T", type=positive_int, help="number of diffusion steps" + default(d.T))
+    p.add_argument("--prediction-type", choices=PREDICTION_TYPES,
+                   help="what the network predicts" + default(d.prediction_type))
+    p.add_argument("--steps", type=positive_int, help="optimizer steps in total" + default(d.steps))
+    p.add_argument("--batch-size", type=positive_int, help="images per step (all processes)" + default(d.batch_size))
+    p.add_argument("--lr", type=finite_float, help="peak learning rate of AdamW, in (0, 1)" + default(d.lr))
+    p.add_argument("--warmup-steps", type=non_negative_int,
+                   help="linear warm-up steps, at most --steps (default: min(100, steps / 10))")
+    p.add_argument("--weight-decay", type=finite_float, help="AdamW weight decay, >= 0" + default(d.weight_decay))
+    p.add_argument("--grad-clip", type=finite_float,
+                   help="gradient-norm clipping threshold, > 0" + default(d.grad_clip))
+    p.add_argument("--ema-decay", type=finite_float, help="EMA decay of the weights, in [0, 1)" + default(d.ema_decay))
+    p.add_argument("--seed", type=non_negative_int, help="random seed" + default(d.seed))
+    p.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps" + default(d.device))
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 autocast on CUDA, fp32 elsewhere" + default(d.precision))
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    p.add_argument("--out", help="checkpoint folder (created if missing)" + default(d.out_dir))
+    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
+    p.add_argument("--log-every", type=positive_int, help="steps between log lines" + default(d.log_every))
+    p.add_argument("--checkpoint-every", type=non_negative_int,
+                   help="steps between checkpoints, 0: only at the end" + default(d.checkpoint_every))
+    p.add_argument("--sample-every", type=non_negative_int,
+                   help="steps between sample grids written to OUT/samples/, 0: never" + default(d.sample_every))
+    p.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
     p.set_defaults(func=run_train)
 
 
+def given_settings(args) -> dict:
+    """The TrainConfig fields the command line set explicitly."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if getattr(args, f.name, None) is not None and f.name not in ("resume", "out_dir")}
+    if args.unconditional:
+        given["class_conditional"] = False
+    if args.no_progress:
+        given["progress"] = False
+    return given
+
+
+def train_config(args, out: Path) -> TrainConfig:
+    """The run's TrainConfig: the flags given over TrainConfig's defaults, or over the checkpoint's settings."""
+    given = given_settings(args)
+    if not args.resume:
+        if (out / "config.json").exists():
+            raise CliError(f"--out {out} already holds a checkpoint; pass --resume to continue it or choose a "
+                           f"new folder")
+        return TrainConfig(**given, out_dir=str(out))
+    if not (out / "config.json").is_file():
+        raise CliError(f"--resume: no checkpoint in {out}")
+    saved = TrainConfig.from_dict(read_config(out).get("train", {}))
+    for field in RUN_IDENTITY:
+        if field in given and given[field] != getattr(saved, field):
+            raise CliError(f"--resume: {flag_of(field)} {given[field]!r} differs from the checkpoint in {out} "
+                           f"({field}={getattr(saved, field)!r}); leave {flag_of(field)} out to continue that run, "
+                           f"or choose a new --out")
+    return replace(saved, **given, resume=True, out_dir=str(out))
+
+
+def validated(config: TrainConfig) -> TrainConfig:
+    """config.validate(), its ValueError turned into a one-line message that names the flag."""
+    try:
+        return config.validate()
+    except ValueError as e:
+        message = str(e)
+        field = message.split(" ", 1)[0]
+        if field in {f.name for f in fields(TrainConfig)}:
+            message = flag_of(field) + message[len(field):]
+        raise CliError(message) from None
+
+
 def run_train(args) -> int:
-    import torch
-
-    from ddpm_edu.data import load_dataset
-    from ddpm_edu.train import TrainConfig, Trainer
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if not args.resume and (out / "config.json").exists():
-        raise CliError(f"--out {out} already holds a checkpoint; pass --resume to continue it or choose a new folder")
-    if args.resume and not (out / "config.json").exists():
-        raise CliError(f"--resume: no checkpoint in {out}")
-    config = TrainConfig(dataset=args.dataset, limit=args.limit, preset=args.preset,
-                         class_conditional=not args.unconditional, label_dropout=args.label_dropout,
-                         schedule=args.schedule, T=args.T, prediction_type=args.prediction_type, steps=args.steps,
-                         batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                         weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay,
-                         seed=args.seed, device=args.device, precision=args.precision, compile=args.compile,
-                         out_dir=str(out), log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                         sample_every=args.sample_every, resume=args.resume, progress=not args.no_progress)
-    config.validate()
-    dataset = load_dataset(args.dataset, "train", root=args.data_root, download=args.download, limit=args.limit)
+    out = Path(args.out or TrainConfig.out_dir).expanduser()
+    config = validated(train_config(args, out))
+    check_writable_folder(out, "--out")  # before the data is read and any step is taken
+    dataset = load_dataset(config.dataset, "train", root=config.data_root, download=bool(args.download),
+                           limit=config.limit, image_size=config.image_size)
+    if config.class_conditional and dataset.num_classes is None:
+        if args.unconditional is False or args.resume:
+            raise CliError(f"--dataset {config.dataset} has no classes (no subfolders); pass --unconditional")
+        print(f"{config.dataset} has no class subfolders: training an unconditional model", flush=True)
+        config = replace(config, class_conditional=False)
     trainer = Trainer(config, dataset=dataset, sample_fn=write_sample_grid)
     if trainer.step >= config.steps:
-        raise CliError(f"--resume: the checkpoint in {out} is already at step {trainer.step} >= --steps {config.steps}")
+        raise CliError(f"--resume: the checkpoint in {out} is already at step {trainer.step}; pass a larger --steps "
+                       f"than {config.steps} to train on")
     history = trainer.fit()  # saves a checkpoint at the last step
     if trainer.dist.world_size > 1:
-        checksum = sum(float(p.double().sum()) for p in trainer.model.parameters())
+        with torch.no_grad():
+            checksum = sum(float(p.double().sum()) for p in trainer.model.parameters())
         print(f"rank {trainer.dist.rank}: step {trainer.step}, weights checksum {checksum:.12e}", flush=True)
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+        torch.distributed.destroy_process_group()
     if trainer.dist.is_main and history:
         last = history[-1]
         print(f"done: step {trainer.step}, loss {last['loss']:.4f}, {last['images_per_s']:.0f} images/s, "
@@ -106,34 +181,30 @@ def run_train(args) -> int:
 
 
 def write_sample_grid(trainer) -> None:
-    """Periodic sample grid of the EMA model (DDIM, 50 steps), written to OUT/samples/step_NNNNNN.png."""
-    import torch
-
-    from ddpm_edu.sampling import sample
-
+    """Periodic sample grid of the EMA model (DDIM, 50 steps), written to OUT/samples/step_NNNNNN.png: 8 samples of
+    each of the first 10 classes (a row each), or 64 unconditional samples."""
     n_classes = trainer.dataset.num_classes if trainer.config.class_conditional else None
-    labels = torch.arange(10).repeat_interleave(8) % n_classes if n_classes else None
-    shape = (80, *trainer.dataset.image_shape)
+    labels = torch.arange(min(n_classes, 10)).repeat_interleave(8) if n_classes else None
+    shape = (64 if labels is None else len(labels), *trainer.dataset.image_shape)
     g = torch.Generator().manual_seed(0)
-    images = sample(trainer.ema.model, trainer.schedule, shape, sampler="ddim", steps=50, labels=labels,
-                    prediction_type=trainer.config.prediction_type, generator=g, device=trainer.device)
+    images = sample(trainer.ema.model, trainer.schedule, shape, sampler="ddim", steps=min(50, trainer.schedule.T),
+                    labels=labels, prediction_type=trainer.config.prediction_type, generator=g,
+                    device=trainer.device)
     save_images(images, Path(trainer.config.out_dir) / "samples" / f"step_{trainer.step:06d}.png", nrow=8)
 
 
 # ---------------------------------------------------------------------------------------------- sample
 def add_sample_parser(sub) -> None:
-    from ddpm_edu.sampling import SAMPLERS
-
     p = sub.add_parser("sample", help="generate images with a trained model (chapter 5)",
                        description="Generate images. Without --checkpoint, the reference MNIST model shipped with "
-                                   "the package is used.")
-    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped reference model)")
+                                   "the package is used. Channels, image size and classes come from the checkpoint.")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the shipped reference model)")
     p.add_argument("--n", type=positive_int, default=64, help="number of images")
     p.add_argument("--sampler", choices=list(SAMPLERS), default="ddim", help="reverse-process sampler")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: 50 DDIM, T for DDPM)")
+    p.add_argument("--steps", type=positive_int, help="sampling steps (default: 50 for DDIM, T for DDPM)")
     p.add_argument("--eta", type=unit_float, default=0.0, help="DDIM stochasticity (0: deterministic)")
-    p.add_argument("--label", type=int, default=None,
-                   help="class to generate (class-conditional models); default: classes 0..9 in turn")
+    p.add_argument("--label", type=int,
+                   help="class to generate (class-conditional models; default: every class in turn)")
     p.add_argument("--unconditional", action="store_true", help="sample without labels")
     p.add_argument("--guidance", type=finite_float, default=1.0, help="classifier-free guidance scale (1: none)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
@@ -146,15 +217,7 @@ def add_sample_parser(sub) -> None:
 
 
 def run_sample(args) -> int:
-    import torch
-
-    from ddpm_edu.checkpoint import load_model
-    from ddpm_edu.sampling import sample
-    from ddpm_edu.utils import pick_device
-
-    out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".npy"):
-        raise CliError(f"--out must end in .png or .npy, got {out.name!r}")
+    out = check_writable_file(args.out, (".png", ".npy"), "--out")  # before the (possibly long) sampling
     device = pick_device(args.device)
     model, schedule, config = load_model(args.checkpoint, device=device)
     num_classes = config["model"].get("num_classes")
@@ -164,23 +227,27 @@ def run_sample(args) -> int:
         raise CliError(f"--label must be in [0, {num_classes - 1}], got {args.label}")
     if args.guidance != 1.0 and (not num_classes or args.unconditional):
         raise CliError("--guidance needs a class-conditional model and labels")
-    steps = args.steps if args.steps is not None else (50 if args.sampler == "ddim" else None)
+    steps = args.steps if args.steps is not None else (min(50, schedule.T) if args.sampler == "ddim" else None)
     if steps is not None and steps > schedule.T:
         raise CliError(f"--steps must be at most the model's T = {schedule.T}, got {steps}")
+    size = config["model"].get("image_size", 28)
     g = torch.Generator().manual_seed(args.seed)
-    batches = []
-    for start in range(0, args.n, args.batch_size):
-        n = min(args.batch_size, args.n - start)
-        labels = None
-        if num_classes and not args.unconditional:
-            labels = torch.full((n,), args.label) if args.label is not None else torch.arange(start, start + n) % 10
-        shape = (n, config["model"]["in_channels"], *config["data"]["image_shape"][1:])
-        batches.append(sample(model, schedule, shape, sampler=args.sampler, steps=steps, eta=args.eta,
-                              labels=labels, guidance_scale=args.guidance, generator=g, device=device,
-                              prediction_type=config["prediction_type"], progress=not args.no_progress).cpu())
+    batches, labels = [], None
+    with StepProgress(args.n, args.batch_size, steps or schedule.T, enabled=not args.no_progress) as progress:
+        for start in range(0, args.n, args.batch_size):
+            n = min(args.batch_size, args.n - start)
+            labels = None
+            if num_classes and not args.unconditional:
+                labels = torch.full((n,), args.label) if args.label is not None \
+                    else torch.arange(start, start + n) % num_classes
+            shape = (n, config["model"]["in_channels"], size, size)
+            batches.append(sample(model, schedule, shape, sampler=args.sampler, steps=steps, eta=args.eta,
+                                  labels=labels, guidance_scale=args.guidance, generator=g, device=device,
+                                  prediction_type=config["prediction_type"], on_step=progress.on_step).cpu())
     images = torch.cat(batches)
     if out.suffix.lower() == ".png":
-        save_images(images, out, nrow=10 if labels is not None and args.label is None else 8)
+        cycling = labels is not None and args.label is None
+        save_images(images, out, nrow=num_classes if cycling and num_classes <= 16 else 8)
     else:
         save_array(images, out)
     print(f"wrote {len(images)} images to {out}")
@@ -206,9 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, FileNotFoundError, ImportError, PermissionError, IsADirectoryError, OSError) as e:
+    except TrainingInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (NonFiniteLossError, ImageReadError, ValueError, OSError) as e:  # OSError: FileNotFound, Permission...
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

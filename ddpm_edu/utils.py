@@ -126,9 +126,9 @@ def check_writable_file(path: str | Path, suffixes: tuple[str, ...] = (), what: 
     work starts; raise ValueError naming `what` and the path otherwise. An existing file is replaced only at the
     end, atomically."""
     path = Path(path).expanduser()
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise ValueError(f"{what} must end in {' or '.join(suffixes)}, got {path.name!r}")
     if path.is_dir():
         raise ValueError(f"{what} {path} is a folder, not a file")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{what} must end in {' or '.join(suffixes)}, got {path.name!r}")
     check_writable_folder(path.parent, f"the folder of {what}")
     return path

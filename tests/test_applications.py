@@ -185,7 +185,8 @@ def test_cli_commands_write_their_output(drawn, capsys, args):
     args = [str(drawn / "mask.png") if a == "MASK" else a for a in args]
     assert main([args[0], str(drawn / "seven.png"), "--out", str(out), *args[1:]]) == 0
     printed = capsys.readouterr().out
-    assert "resized 64x80 to 28x28" in printed and "inverted" in printed and "RGB converted to grey" in printed
+    assert "centre-cropped 64x80 to 64x64" in printed and "resized 64x64 to 28x28" in printed
+    assert "inverted" in printed and "colour converted to grey" in printed
     written = Image.open(out)
     assert written.size == (28, 28) if "--n" not in args else written.size[0] > 28
 
