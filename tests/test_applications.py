@@ -126,6 +126,9 @@ def test_estimate_sigma(digits):
     (lambda m, s: apps.inpaint(m, s, torch.zeros(1, 1, 28, 28), torch.ones(1, 1, 8, 8, dtype=torch.bool)), "size"),
     (lambda m, s: apps.inpaint(m, s, torch.zeros(1, 1, 28, 28), apps.make_mask("box"), method="x"), "method"),
     (lambda m, s: apps.make_mask("circle"), "mask shape"),
+    (lambda m, s: apps.estimate_sigma(torch.full((1, 1, 28, 28), float("nan"))), "noisy contains NaN"),
+    (lambda m, s: apps.denoise(m, s, torch.full((1, 1, 28, 28), float("nan")), 0.2), "noisy contains NaN"),
+    (lambda m, s: apps.denoise(m, s, torch.full((1, 1, 28, 28), float("nan"))), "noisy contains NaN"),
 ])
 def test_bad_arguments(tiny, call, match):
     with pytest.raises(ValueError, match=match):
