@@ -18,13 +18,13 @@ import torch
 
 from ddpm_edu.checkpoint import load_model, read_config
 from ddpm_edu.cli_apps import add_application_parsers
-from ddpm_edu.cli_common import (EXIT_INTERRUPTED, EXIT_USAGE, CliError, OneLineParser, StepProgress, finite_float,
+from ddpm_edu.cli_common import (EXIT_INTERRUPTED, EXIT_USAGE, CliError, OneLineParser, finite_float,
                                  non_negative_int, positive_int, unit_float)
 from ddpm_edu.configs import PRESETS
 from ddpm_edu.data import DATASETS, check_dataset_name, load_dataset
 from ddpm_edu.diffusion import PREDICTION_TYPES
 from ddpm_edu.imageio import ImageReadError, save_array, save_images
-from ddpm_edu.sampling import SAMPLERS, sample
+from ddpm_edu.sampling import SAMPLERS, sample, sample_n
 from ddpm_edu.schedules import SCHEDULES
 from ddpm_edu.train import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
 from ddpm_edu.utils import check_writable_file, check_writable_folder, pick_device
@@ -200,9 +200,11 @@ def add_sample_parser(sub) -> None:
                                    "the package is used. Channels, image size and classes come from the checkpoint.")
     p.add_argument("--checkpoint", help="checkpoint folder (default: the shipped reference model)")
     p.add_argument("--n", type=positive_int, default=64, help="number of images")
-    p.add_argument("--sampler", choices=list(SAMPLERS), default="ddim", help="reverse-process sampler")
-    p.add_argument("--steps", type=positive_int, help="sampling steps (default: 50 for DDIM, T for DDPM)")
-    p.add_argument("--eta", type=unit_float, default=0.0, help="DDIM stochasticity (0: deterministic)")
+    samplers = "; ".join(f"{name}: {cls.__doc__.split('(')[0].strip()}, {cls.default_steps or 'all T'} steps by default"
+                         for name, cls in SAMPLERS.items())
+    p.add_argument("--sampler", choices=list(SAMPLERS), default="ddim", help=f"reverse-process sampler ({samplers})")
+    p.add_argument("--steps", type=positive_int, help="sampling steps (default: the sampler's, see --sampler)")
+    p.add_argument("--eta", type=unit_float, help="DDIM stochasticity in [0, 1] (default 0: deterministic)")
     p.add_argument("--label", type=int,
                    help="class to generate (class-conditional models; default: every class in turn)")
     p.add_argument("--unconditional", action="store_true", help="sample without labels")
@@ -227,24 +229,20 @@ def run_sample(args) -> int:
         raise CliError(f"--label must be in [0, {num_classes - 1}], got {args.label}")
     if args.guidance != 1.0 and (not num_classes or args.unconditional):
         raise CliError("--guidance needs a class-conditional model and labels")
-    steps = args.steps if args.steps is not None else (min(50, schedule.T) if args.sampler == "ddim" else None)
+    default_steps = SAMPLERS[args.sampler].default_steps
+    steps = args.steps if args.steps is not None else (None if default_steps is None else min(default_steps, schedule.T))
     if steps is not None and steps > schedule.T:
         raise CliError(f"--steps must be at most the model's T = {schedule.T}, got {steps}")
+    if args.eta is not None and args.sampler != "ddim":
+        raise CliError(f"--eta applies to --sampler ddim only, not {args.sampler}")
     size = config["model"].get("image_size", 28)
-    g = torch.Generator().manual_seed(args.seed)
-    batches, labels = [], None
-    with StepProgress(args.n, args.batch_size, steps or schedule.T, enabled=not args.no_progress) as progress:
-        for start in range(0, args.n, args.batch_size):
-            n = min(args.batch_size, args.n - start)
-            labels = None
-            if num_classes and not args.unconditional:
-                labels = torch.full((n,), args.label) if args.label is not None \
-                    else torch.arange(start, start + n) % num_classes
-            shape = (n, config["model"]["in_channels"], size, size)
-            batches.append(sample(model, schedule, shape, sampler=args.sampler, steps=steps, eta=args.eta,
-                                  labels=labels, guidance_scale=args.guidance, generator=g, device=device,
-                                  prediction_type=config["prediction_type"], on_step=progress.on_step).cpu())
-    images = torch.cat(batches)
+    labels = None
+    if num_classes and not args.unconditional:
+        labels = torch.full((args.n,), args.label) if args.label is not None else torch.arange(args.n) % num_classes
+    images = sample_n(model, schedule, args.n, (config["model"]["in_channels"], size, size), batch_size=args.batch_size,
+                      labels=labels, generator=torch.Generator().manual_seed(args.seed), sampler=args.sampler,
+                      steps=steps, eta=args.eta, guidance_scale=args.guidance, device=device,
+                      progress=not args.no_progress)
     if out.suffix.lower() == ".png":
         cycling = labels is not None and args.label is None
         save_images(images, out, nrow=num_classes if cycling and num_classes <= 16 else 8)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import math
 
-from tqdm.auto import tqdm
 
 EXIT_USAGE = 2  # a wrong flag or value
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
@@ -78,22 +77,3 @@ non_negative_int = int_at_least(0, "a non-negative integer")
 unit_float = float_in(0.0, 1.0, "a number in [0, 1]")
 finite_float = number
 
-
-class StepProgress:
-    """One progress bar for a command that runs the reverse loop batch after batch: total = batches x steps per
-    batch; `on_step` (a `sample` hook that leaves x unchanged) advances it by one network evaluation."""
-
-    def __init__(self, n_images: int, batch_size: int, steps_per_batch: int, enabled: bool = True,
-                 desc: str = "sampling"):
-        self.total = -(-n_images // batch_size) * steps_per_batch
-        self.enabled, self.desc, self.bar = enabled, desc, None
-
-    def __enter__(self) -> "StepProgress":
-        self.bar = tqdm(total=self.total, desc=self.desc, unit="step", disable=not self.enabled)
-        return self
-
-    def on_step(self, i, t, x, x0_hat) -> None:
-        self.bar.update(1)
-
-    def __exit__(self, *exc) -> None:
-        self.bar.close()

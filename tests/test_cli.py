@@ -368,3 +368,19 @@ def test_the_digit_classifier_says_it_is_mnist_only():
 
     with pytest.raises(ValueError, match=r"MNIST-only \(1x28x28 grey digits\); got \(2, 3, 16, 16\)"):
         classify(torch.zeros(2, 3, 16, 16))
+
+
+# ------------------------------------------------------------------------------- samplers from the registry
+def test_sample_accepts_every_registered_sampler_and_lists_them(tmp_path, capsys, monkeypatch):
+    from ddpm_edu.sampling import SAMPLERS
+
+    text = help_text("sample", capsys, monkeypatch)
+    for name in SAMPLERS:
+        assert name in text
+        code, out, err = run_main(["sample", "--sampler", name, "--n", "2", "--steps", "2", "--no-progress",
+                                   "--out", tmp_path / f"{name}.npy"], capsys)
+        assert code == 0, err
+        assert np.load(tmp_path / f"{name}.npy").shape == (2, 28, 28)
+    code, _, err = run_main(["sample", "--sampler", "ddpm", "--eta", "0.5", "--out", tmp_path / "x.npy"], capsys)
+    assert_one_line(code, err, "--eta applies to --sampler ddim only")
+    assert not (tmp_path / "x.npy").exists()
