@@ -8,6 +8,9 @@ It applies nbdev's own cleaner (`nbdev.clean.clean_nb`, the convention of the ex
   count: for a notebook run top to bottom the counts are 1, 2, 3, ..., the same on every run, and they show that the
   stored outputs come from one run in order;
 * drops the Python patch version from `language_info` (it names the machine, not the chapter);
+* merges consecutive pieces of printed output (`jupyter execute` and nbclient store one piece per flush, nbconvert
+  fewer), so the stored text does not depend on which command ran the chapter; nbval merges them the same way
+  before comparing;
 * replaces the random ids of matplotlib's `to_jshtml` animations and of ipywidgets models (uuid4 hex strings)
   with ids derived from the notebook's name and their order of appearance, so re-running a chapter does not
   rewrite them.
@@ -79,6 +82,18 @@ def _widget_order(nb) -> list[str]:
     return order
 
 
+def _merge_streams(outputs: list) -> list:
+    """Consecutive stream outputs of the same name (stdout, stderr) joined into one."""
+    merged = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == out.get("name")):
+            merged[-1]["text"] = "".join(merged[-1]["text"]) + "".join(out["text"])
+        else:
+            merged.append(out)
+    return merged
+
+
 def clean_notebook(nb, name: str):
     """Return the cleaned notebook (an `nbformat.NotebookNode`); `name` salts the stable ids."""
     from nbdev.clean import clean_nb
@@ -93,6 +108,7 @@ def clean_notebook(nb, name: str):
         for out, out_count in zip(cell.get("outputs", []), out_counts):
             if "execution_count" in out:
                 out["execution_count"] = out_count
+        cell["outputs"] = _merge_streams(cell.get("outputs", []))
     nb.get("metadata", {}).get("language_info", {}).pop("version", None)
     text = nbformat.writes(nb)
     text = _renumber(text, _ANIM_ID, f"{name}/anim")

@@ -135,7 +135,8 @@ class ClassifierFeatures(nn.Module):
 def _as_unit_range(x: torch.Tensor, name: str = "samples") -> torch.Tensor:
     """Model-range images (N, 1, 28, 28) in [-1, 1] -> float32 [0, 1] on the CPU (clamped)."""
     if not torch.is_tensor(x) or x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"{name} must be a tensor (N, 1, 28, 28) in [-1, 1], got "
+        raise ValueError(f"{name}: the digit-classifier metric is MNIST-only (1x28x28 grey digits): {name} must be a "
+                         f"tensor (N, 1, 28, 28) in [-1, 1], got "
                          f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
     if len(x) < 2:
         raise ValueError(f"{name} must hold at least 2 images, got {len(x)}")

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import PREDICTION_TYPES, check_finite, eps_from_x0, model_output_to_x0_eps
+from .diffusion import PREDICTION_TYPES, check_finite, check_int_batch, eps_from_x0, model_output_to_x0_eps
 from .schedules import NoiseSchedule
 
 # %% ../book/05_inference.ipynb #baa92be1
@@ -317,15 +317,9 @@ def _explicit_timesteps(timesteps, T: int, steps, t_start) -> torch.Tensor:
 
 
 def _prepare_labels(labels, batch: int, device) -> torch.Tensor | None:
-    if labels is None:
-        return None
-    labels = torch.as_tensor(labels, device=device)
-    if labels.is_floating_point() or labels.ndim > 1:
-        raise ValueError(f"labels must be an int or an integer tensor of shape ({batch},), got {labels!r}")
-    labels = labels.long().expand(batch) if labels.ndim == 0 else labels.long()
-    if labels.shape != (batch,):
-        raise ValueError(f"labels must have shape ({batch},) to match the batch, got {tuple(labels.shape)}")
-    return labels
+    """None, or class labels as int64 (batch,): one int for all images or one per image (the model checks the
+    upper bound, its number of classes)."""
+    return None if labels is None else check_int_batch("labels", labels, batch, 0, None, device=device)
 
 # %% ../book/05_inference.ipynb #7602c9ea
 @torch.no_grad()

@@ -3,6 +3,7 @@
 import json
 import re
 
+import nbformat
 import pytest
 
 from ddpm_edu._clean import clean_file, cleaned_text
@@ -57,3 +58,22 @@ def test_cleaner_keeps_tags_and_outputs():
         for b, a in zip(before["cells"], after["cells"]):
             assert b["metadata"].get("tags") == a["metadata"].get("tags")
             assert len(b.get("outputs", [])) == len(a.get("outputs", []))
+
+
+def test_cleaner_merges_printed_pieces_the_way_nbval_compares_them(tmp_path):
+    from nbval.plugin import coalesce_streams
+
+    src = CHAPTERS[0]
+    nb = json.loads(src.read_text(encoding="utf-8"))
+    cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and any(o["output_type"] == "stream"
+                                                                          for o in c["outputs"]))
+    stream = next(o for o in cell["outputs"] if o["output_type"] == "stream")
+    text = "".join(stream["text"])
+    pieces = [dict(stream, text=text[:5]), dict(stream, text=text[5:])]  # what one flush per print stores
+    i = cell["outputs"].index(stream)
+    cell["outputs"][i:i + 1] = pieces
+    path = tmp_path / src.name
+    path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    assert clean_file(path)
+    assert path.read_text(encoding="utf-8") == src.read_text(encoding="utf-8")
+    assert len(coalesce_streams([nbformat.from_dict(p) for p in pieces])) == 1  # nbval compares the merged text
