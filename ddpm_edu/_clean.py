@@ -4,6 +4,7 @@ Run after re-executing a chapter:  python -m ddpm_edu._clean [book/NN_name.ipynb
 
 It applies nbdev's own cleaner (`nbdev.clean.clean_nb`, the convention of the exporter we use) and then:
 
+* keeps the glue keys of MyST-NB (output metadata `scrapbook`), through which the book's prose reads its numbers;
 * keeps each cell's `tags` (nbval's `nbval-ignore-output`, the book's `hide-input`) and each code cell's execution
   count: for a notebook run top to bottom the counts are 1, 2, 3, ..., the same on every run, and they show that the
   stored outputs come from one run in order;
@@ -32,6 +33,7 @@ from ._export import chapter_notebooks
 
 _NB_METADATA = ["language_info", "widgets"]
 _CELL_METADATA = ["tags"]
+_OUTPUT_METADATA = ["scrapbook"]  # MyST-NB's glue keys: the book reads numbers for the prose from them
 # matplotlib's HTMLWriter names each animation `anim` + uuid4().hex; ipywidgets names models by uuid4().hex.
 _ANIM_ID = re.compile(r"(?<=anim)[0-9a-f]{32}")
 
@@ -100,7 +102,8 @@ def clean_notebook(nb, name: str):
 
     counts = [(c.get("execution_count"), [o.get("execution_count") for o in c.get("outputs", [])])
               for c in nb["cells"]]
-    clean_nb(nb, allowed_metadata_keys=_NB_METADATA, allowed_cell_metadata_keys=_CELL_METADATA)
+    clean_nb(nb, allowed_metadata_keys=_NB_METADATA, allowed_cell_metadata_keys=_CELL_METADATA,
+             allowed_out_metadata_keys=_OUTPUT_METADATA)
     for cell, (count, out_counts) in zip(nb["cells"], counts):
         if cell["cell_type"] != "code":
             continue

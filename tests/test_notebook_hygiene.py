@@ -77,3 +77,15 @@ def test_cleaner_merges_printed_pieces_the_way_nbval_compares_them(tmp_path):
     assert clean_file(path)
     assert path.read_text(encoding="utf-8") == src.read_text(encoding="utf-8")
     assert len(coalesce_streams([nbformat.from_dict(p) for p in pieces])) == 1  # nbval compares the merged text
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_every_number_the_text_glues_is_stored_in_the_notebook(path):
+    """A `{glue:text}`key`` in a chapter's prose needs a `glue("key", ...)` output (kept by the cleaner), or the book
+    build fails; this finds the missing key without building the book."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    used = {m.group(1) for c in nb["cells"] if c["cell_type"] == "markdown"
+            for m in re.finditer(r"\{glue(?::\w+)?\}`([^`:]+)", "".join(c["source"]))}
+    stored = {o.get("metadata", {}).get("scrapbook", {}).get("name") for c in nb["cells"] if c["cell_type"] == "code"
+              for o in c.get("outputs", [])}
+    assert not used - stored, f"glued in the text but not stored: {sorted(used - stored)}"
