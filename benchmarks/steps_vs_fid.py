@@ -72,13 +72,13 @@ def scores_of(x: torch.Tensor) -> dict:
     return scores
 
 
-def clipping_figure(model, schedule, device, seed: int, path: Path) -> None:
+def clipping_figure(model, schedule, device, seed: int, path: Path, steps_pair=(50, 1000)) -> None:
     """DDIM (eta = 0) from one x_T for digits 0..7: 50 and 1000 steps, eps_hat re-derived from the clipped x0_hat
     or kept raw; saved as uint8 images (4, 8, 28, 28) with the mean pixel value of each run."""
     g = torch.Generator(device).manual_seed(seed)
     x_T = torch.randn(8, *model_image_shape(model), generator=g, device=device)
     runs, means = {}, {}
-    for steps in (50, 1000):
+    for steps in steps_pair:
         for rederive in (True, False):
             name = f"DDIM-{steps}, eps {'re-derived' if rederive else 'raw'}"
             start = time.time()
@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--recompute", action="store_true", help="recompute cells already in --out")
     parser.add_argument("--clipping-figure", action="store_true", help="also store chapter 5's clipping lesson images")
+    parser.add_argument("--clipping-steps", type=int, nargs=2, default=[50, 1000],
+                        help="the two DDIM step counts of the clipping figure (chapter 5 reads 50 and 1000)")
     parser.add_argument("--out", type=Path, default=ROOT / "book" / "data" / "steps_vs_fid.json")
     args = parser.parse_args()
     unknown = {ROWS[key][1] for key in args.rows} - set(SAMPLERS)
@@ -122,7 +124,8 @@ def main() -> None:
     device = torch.device(args.device)
     model, schedule, config = load_model(args.checkpoint, device=device)
     if args.clipping_figure:
-        clipping_figure(model, schedule, device, args.seed, args.out.with_name("ddim_clipping.npz"))
+        clipping_figure(model, schedule, device, args.seed, args.out.with_name("ddim_clipping.npz"),
+                        args.clipping_steps)
     table = load_table(args.out, args.n, args.seed)
     table["commands"].append("python benchmarks/steps_vs_fid.py " + shlex.join(sys.argv[1:]))
     table["checkpoint"] = args.checkpoint or "reference"
