@@ -39,9 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `python tools/results.py` from a checkout, installed or not
-
-from ddpm_edu.checkpoint import write_json  # noqa: E402
-from ddpm_edu.utils import atomic_replace  # noqa: E402
+# ddpm_edu (and so torch) is imported only once there is work to do: a mistyped argument is refused at once.
 
 MODEL_DEST = ROOT / "ddpm_edu" / "pretrained" / "mnist_default"
 DATA_DEST = ROOT / "book" / "data"
@@ -124,6 +122,8 @@ def run_part(part: str, args, work: Path, manifest: dict) -> None:
         if done.returncode != 0:
             raise SystemExit(f"error: part '{part}' failed (exit {done.returncode}): {shown(command)}; "
                              f"finished parts are kept in {work}, rerun to continue")
+    from ddpm_edu.checkpoint import write_json
+
     seconds = round(time.time() - start, 1)
     manifest["parts"][part] = {"commands": [shown(c) for c in commands], "seconds": seconds,
                                "finished": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
@@ -133,6 +133,8 @@ def run_part(part: str, args, work: Path, manifest: dict) -> None:
 
 def install(work: Path, parts: list[str]) -> list[str]:
     """Copy the results of the finished parts to where the package and the book read them; each file atomically."""
+    from ddpm_edu.utils import atomic_replace
+
     plan = []
     if "train" in parts:
         plan += [(p, MODEL_DEST / p.name) for p in sorted((work / "model").glob("*")) if p.is_file()]
@@ -169,6 +171,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a test of the pipeline, never installed")
     p.add_argument("--recompute", action="store_true", help="rerun parts the manifest says are finished")
     p.add_argument("--no-install", action="store_true", help="leave the results in --work-dir")
+    p.add_argument("--install-only", action="store_true",
+                   help="run nothing: install what --work-dir holds (e.g. the results of tools/gpu_run.sh)")
     args = p.parse_args(argv)
     if not 1 <= args.n <= 1000:
         p.error(f"argument --n: expected an integer in [1, 1000] (the held-out set has 1000 digits), got {args.n}")
@@ -179,6 +183,13 @@ def main(argv=None) -> int:
     settings = {"quick": args.quick, "n": args.n, "device": args.device}
     manifest_path = work / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    if args.install_only:
+        finished = [part for part in PARTS if part in manifest.get("parts", {})]
+        if not finished or manifest.get("settings", {}).get("quick"):
+            p.error(f"argument --install-only: {work} holds no finished full-size parts")
+        for path in install(work, finished):
+            print(f"installed {path}")
+        return 0
     if manifest and manifest.get("settings") != settings:
         if not args.recompute:
             p.error(f"argument --work-dir: {work} holds parts made with {manifest.get('settings')}, not {settings}: "
