@@ -236,3 +236,57 @@ def test_named_datasets_resize_on_request():
 def test_the_registry_is_the_only_list_of_names():
     for name, source in D.DATASETS.items():
         assert D.check_dataset_name(name) == name and source.num_classes == 10 and source.description
+
+
+# ---------------------------------------------------------------- the offline HTML slider (ddpm_edu.plotting)
+
+
+def _frames(n=3, shape=(6, 9)):
+    return [np.full(shape, k / max(n - 1, 1)) for k in range(n)]
+
+
+def test_slider_html_embeds_one_png_per_frame_and_keeps_the_dom_contract():
+    import base64
+    import html as html_lib
+    import json
+    import re
+
+    from ddpm_edu.plotting import PNG_SIGNATURE, html_slider, slider_html
+
+    frames = _frames(4) + [np.zeros((6, 9, 3))]  # grey and RGB frames
+    labels = [f"t = {t}" for t in (0, 10, 100, 500, 1000)]
+    page = slider_html(frames, labels, value=2, scale=2)
+    assert page.startswith('<div class="ddpm-slider"')
+    for needle in ('<input type="range" class="ddpm-slider-range"', 'class="ddpm-slider-image"',
+                   '<span class="ddpm-slider-label">t = 100</span>', 'max="4"', 'value="2"', "oninput="):
+        assert needle in page, needle
+    uris = json.loads(html_lib.unescape(re.search(r'data-frames="([^"]*)"', page).group(1)))
+    assert len(uris) == len(frames)
+    assert json.loads(html_lib.unescape(re.search(r'data-labels="([^"]*)"', page).group(1))) == labels
+    pngs = [base64.b64decode(u.split(",", 1)[1]) for u in uris]
+    assert all(p.startswith(PNG_SIGNATURE) for p in pngs)
+    assert len(set(pngs)) == len(frames)  # every frame is its own picture
+    assert f'src="{uris[2]}"' in page  # the image shows the selected frame first
+    assert slider_html(frames, labels, value=2, scale=2) == page  # deterministic: no random ids
+    assert html_slider(frames, labels).data == slider_html(frames, labels)
+    assert slider_html([pngs[0]], ["only"]).count("data:image/png;base64,") == 2  # PNG bytes are taken as they are
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(frames=[], labels=[]), "frames"),
+    (dict(frames=b"\x89PNG", labels=["a"]), "frames"),
+    (dict(frames=_frames(2), labels=["a"]), "labels"),
+    (dict(frames=_frames(2), labels="ab"), "labels"),
+    (dict(frames=_frames(2), labels=["a", "b"], value=2), "value"),
+    (dict(frames=_frames(2), labels=["a", "b"], value=-1), "value"),
+    (dict(frames=_frames(2), labels=["a", "b"], scale=0), "scale"),
+    (dict(frames=[np.zeros((2, 3, 4))], labels=["a"]), "frame"),
+    (dict(frames=[np.full((2, 3), 1.5)], labels=["a"]), "frame"),
+    (dict(frames=[np.full((2, 3), np.nan)], labels=["a"]), "frame"),
+    (dict(frames=[b"GIF89a"], labels=["a"]), "PNG"),
+])
+def test_slider_html_rejects_bad_input(kwargs, message):
+    from ddpm_edu.plotting import slider_html
+
+    with pytest.raises(ValueError, match=message):
+        slider_html(**kwargs)
