@@ -33,7 +33,33 @@ DIFFUSERS_CONFIGS = {
 }
 
 
-def common_args(description: str) -> argparse.ArgumentParser:
+# Dense (no 2:4 sparsity) peak TFLOP/s from NVIDIA's datasheets (H100 Tensor Core GPU datasheet; H200 Tensor Core
+# GPU datasheet). The datasheets print the tensor-core figures "with sparsity"; dense is half of them.
+# bf16: BF16 tensor cores; tf32: TF32 tensor cores (what fp32 convolutions and matmuls use with TF32 allowed, as the
+# trainer does on CUDA); fp32: the CUDA cores without tensor cores. Matched on torch.cuda.get_device_name(), in order.
+GPU_PEAK_TFLOPS = [
+    ("H100 NVL", {"bf16": 835.5, "tf32": 417.5, "fp32": 60.0}),    # datasheet: BF16 1,671*, TF32 835*, FP32 60
+    ("H100 PCIe", {"bf16": 756.5, "tf32": 378.0, "fp32": 51.0}),   # datasheet: BF16 1,513*, TF32 756*, FP32 51
+    ("H100", {"bf16": 989.5, "tf32": 494.5, "fp32": 67.0}),        # SXM5: BF16 1,979*, TF32 989*, FP32 67
+    ("H200 NVL", {"bf16": 835.5, "tf32": 417.5, "fp32": 60.0}),    # datasheet: BF16 1,671*, TF32 835*, FP32 60
+    ("H200", {"bf16": 989.5, "tf32": 494.5, "fp32": 67.0}),        # SXM: BF16 1,979*, TF32 989*, FP32 67
+]
+
+
+def peak_tflops(device: torch.device) -> tuple[str, dict] | tuple[None, None]:
+    """(matched name, dense peaks) of the CUDA card `device`, or (None, None) for a card not in the table or a CPU."""
+    if device.type != "cuda":
+        return None, None
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in GPU_PEAK_TFLOPS:
+        if key in name:
+            return key, peaks
+    return None, None
+
+
+def common_args(description: str, layout_options: bool = True) -> argparse.ArgumentParser:
+    """The options every benchmark shares; layout_options adds --channels-last and --compile (applied to every
+    model), for the scripts that do not time those variants side by side."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
@@ -41,9 +67,11 @@ def common_args(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--baselines", default="diffusers-mnist,diffusers-matched",
                         help=f"comma list of {sorted(DIFFUSERS_CONFIGS)}")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (A, B, A, B, ...)")
-    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format (model and input)")
-    parser.add_argument("--compile", default=None, choices=[None, "default", "reduce-overhead", "max-autotune"],
-                        help="torch.compile every model with this mode ('reduce-overhead' uses CUDA graphs on a GPU)")
+    if layout_options:
+        parser.add_argument("--channels-last", action="store_true",
+                            help="channels_last memory format (model and input)")
+        parser.add_argument("--compile", default=None, choices=[None, "default", "reduce-overhead", "max-autotune"],
+                            help="torch.compile every model with this mode ('reduce-overhead' uses CUDA graphs on a GPU)")
     parser.add_argument("--quiet-load", type=float, default=2.5,
                         help="before each round, wait (up to --quiet-wait s) for the 1-min load average to drop below this")
     parser.add_argument("--quiet-wait", type=float, default=3.0, help="seconds to wait for a quiet moment per round")

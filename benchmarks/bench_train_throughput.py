@@ -1,225 +1,248 @@
-"""Training throughput (images/s) and memory: ddpm_edu's 'default' U-Net vs diffusers' UNet2DModel.
+"""Training throughput (images/s) of the package's own training step against diffusers' UNet2DModel, every mode.
 
-One training step = L_simple on a batch (q_sample, forward, MSE) + backward + AdamW step, identical code for every
-model (ddpm_edu.diffusion.diffusion_loss), the same batches (bundled MNIST subset, fixed generator), the same
-precision (fp32, or bf16 autocast). Both models are class-conditional (10 digits + a "no class" label;
-diffusers: num_class_embeds=11). Models are timed interleaved (A, B, A, B, ...) and the ratio of medians printed.
+What is timed is `ddpm_edu.train.Trainer.train_step`, the step `python -m ddpm_edu train` runs: a batch drawn on the
+device from the device-resident dataset, L_simple under autocast (or not), backward, gradient clipping, AdamW
+(fused on CUDA), the EMA update and, on CUDA, the device-side finite guard. diffusers' UNet2DModel is timed in the
+very same Trainer (a subclass whose `build_model` returns it), so both networks get the same data, loss,
+optimizer, EMA and mode. Both are class-conditional (10 digits + a "no class" label; diffusers: num_class_embeds=11).
 
-Memory, two measures:
-- activations saved for backward (MB per batch): bytes of the distinct tensors autograd keeps, counted with
-  torch.autograd.graph.saved_tensors_hooks — deterministic, the same on any machine;
-- peak memory of training steps above the steady state, in a fresh subprocess per model and precision, after one
-  warm-up step: CPU, glibc's malloc_trim(0), then the peak resident set (VmHWM, reset through /proc/self/clear_refs) minus the RSS before the
-  timed steps; CUDA, torch.cuda.max_memory_allocated minus the memory allocated before them.
+One invocation runs every row: each variant (eager, channels-last, compile = torch.compile's default mode,
+reduce-overhead = torch.compile with CUDA graphs) at each precision (fp32, bf16 autocast) and batch size. Within a
+row the models are timed interleaved (A, B, A, B, ...); each row is printed as soon as it is measured and the JSON
+is rewritten after every row, so a run cut short keeps what it measured. Cheap rows (eager, channels-last) run
+first; compiled rows follow in order of interest; a row whose estimated cost would overrun --budget is skipped
+and listed as skipped. A row that fails (say, torch.compile unavailable) is reported and the run goes on.
 
-FLOPs per image come from torch.utils.flop_counter.FlopCounterMode (forward + backward, fp32); achieved FLOP/s =
-FLOPs per image x images/s.
+Columns: images/s (median over rounds, min-max), ratio ours / diffusers (medians), FLOPs per image of a training
+step (torch.utils.flop_counter, forward + backward, fp32 graph), achieved TFLOP/s = FLOPs per image x images/s,
+% of the card's dense peak (bf16 rows: BF16 tensor cores; fp32 rows: TF32 tensor cores, which fp32 convolutions
+and matmuls use on CUDA; table in _bench_common.GPU_PEAK_TFLOPS), and host synchronisations per step (CUDA:
+torch.cuda.set_sync_debug_mode counts them during one step).
 
-    python benchmarks/bench_train_throughput.py                      # CPU, fp32 and bf16, ~3-5 minutes
-    python benchmarks/bench_train_throughput.py --device cuda --batch-size 128 --steps 20
-    python benchmarks/bench_train_throughput.py --device cuda --precisions bf16 --channels-last --compile default
+    python benchmarks/bench_train_throughput.py --device cuda --out results.json     # all rows, <= 90 s on a GPU
+    python benchmarks/bench_train_throughput.py --device cuda --batch-sizes 128,256,512 --budget 180
+    python benchmarks/bench_train_throughput.py --device cpu                          # CPU: eager, ~3-6 minutes
+    python benchmarks/bench_train_throughput.py --quick --out /tmp/bench.json         # CPU plumbing check, ~30 s
+    python benchmarks/bench_train_throughput.py --report results.json                 # print a saved result
 """
 import _bench_common as common  # first: sets OMP_WAIT_POLICY before torch loads
 
-import ctypes
 import json
-import subprocess
-import sys
+import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm_edu.data import load_dataset
-from ddpm_edu.diffusion import diffusion_loss
-from ddpm_edu.schedules import make_schedule
+from ddpm_edu.train import TrainConfig, Trainer
 
 SCRIPT = "bench_train_throughput"
+VARIANTS = {  # name: (compile mode, channels_last)
+    "eager": ("none", False),
+    "channels-last": ("none", True),
+    "compile": ("default", False),
+    "reduce-overhead": ("reduce-overhead", False),
+}
+DEFAULT_COST_S = {"eager": 6.0, "compiled": 45.0}  # cost guesses for a row before one of its kind was measured
 
 
-def make_batches(n_batches: int, batch_size: int, device, seed: int = 0):
-    """(x0, t, noise, labels) batches from the bundled MNIST subset, the same for every model."""
-    data = load_dataset("mnist-subset", "train")
-    g = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(n_batches):
-        idx = torch.randint(0, len(data), (batch_size,), generator=g)
-        x0 = data.images[idx]
-        t = torch.randint(0, 1000, (batch_size,), generator=g)
-        noise = torch.randn(x0.shape, generator=g)
-        batches.append([v.to(device) for v in (x0, t, noise, data.labels[idx])])
-    return batches
+def trainer_for(name: str, dataset, device: torch.device, batch_size: int, precision: str, variant: str,
+                out_dir: str) -> Trainer:
+    """A Trainer of the 'default' preset ('ours') or of a diffusers baseline, in the variant's mode."""
+    compile_mode, channels_last = VARIANTS[variant]
+    config = TrainConfig(preset="default", steps=10**6, batch_size=batch_size, precision=precision,
+                         compile=compile_mode, channels_last=channels_last, device=str(device), out_dir=out_dir,
+                         checkpoint_every=0, progress=False)
+    if name == "ours":
+        return Trainer(config, dataset=dataset)
+
+    class BaselineTrainer(Trainer):
+        def build_model(self):
+            return common.make_diffusers(name)
+
+    return BaselineTrainer(config, dataset=dataset)
 
 
-def make_step(model, schedule, device, precision: str, channels_last: bool):
-    """A closure running one training step (common.make_train_step) on the batch (x0, t, noise, labels) given."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    train_step = common.make_train_step(model, schedule, device, precision, memory_format=fmt)
-    return lambda batch: train_step(*batch)
+def probe(name: str, dataset, device: torch.device, out_dir: str) -> tuple[float, int]:
+    """FLOPs of one eager fp32 training step per image (batch 8), as torch.utils.flop_counter counts them, and the
+    number of parameters."""
+    trainer = trainer_for(name, dataset, device, 8, "fp32", "eager", out_dir)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step()
+    return counter.get_total_flops() / 8, common.parameter_counts({name: trainer.model})[name]
 
 
-def saved_activation_mb(model, schedule, batch, device, precision: str) -> float:
-    """MB of the distinct tensors autograd saves for backward during one forward pass of the loss."""
-    seen, total = set(), 0
-
-    def pack(tensor):
-        nonlocal total
-        key = (tensor.untyped_storage().data_ptr(), tensor.dtype)
-        if key not in seen:
-            seen.add(key)
-            total += tensor.untyped_storage().nbytes()
-        return tensor
-
-    x0, t, noise, labels = batch
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), common.autocast(device, precision):
-        loss = diffusion_loss(model, schedule, x0, t, noise, labels)
-    del loss
-    return total / 2**20
+def syncs_per_step(trainer: Trainer, device: torch.device) -> int | None:
+    """Host synchronisations in one training step (CUDA only: torch.cuda.set_sync_debug_mode warns on each)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.train_step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def flops_per_image(model, schedule, device) -> dict:
-    """Forward and forward+backward FLOPs per 28x28 image (fp32, batch of 8, flop_counter's conventions)."""
-    batch = make_batches(1, 8, device, seed=1)[0]
-    x0, t, noise, labels = batch
-    with FlopCounterMode(display=False) as forward_counter, torch.no_grad():
-        model(x0, t, labels)
-    with FlopCounterMode(display=False) as train_counter:
-        diffusion_loss(model, schedule, x0, t, noise, labels).backward()
-    model.zero_grad(set_to_none=True)
-    return {"forward": forward_counter.get_total_flops() / 8, "train_step": train_counter.get_total_flops() / 8}
+def measure_row(args, row: dict, dataset, device, out_dir: str) -> dict:
+    """Build, warm up and time every model of one row (variant, precision, batch size), interleaved."""
+    trainers = {name: trainer_for(name, dataset, device, row["batch_size"], row["precision"], row["variant"], out_dir)
+                for name in args.models}
+    compiled = VARIANTS[row["variant"]][0] != "none"
+    warmup = max(args.warmup, 3) if compiled else args.warmup  # CUDA graphs are recorded on the 2nd-3rd call
+    start = time.perf_counter()
+    for trainer in trainers.values():
+        for _ in range(warmup):
+            trainer.train_step()
+    common.synchronize(device)
+    warmup_s = time.perf_counter() - start
+    syncs = {name: syncs_per_step(trainer, device) for name, trainer in trainers.items()}
+
+    def run(trainer):
+        return lambda: [trainer.train_step() for _ in range(args.steps)]
+
+    quiet = (args.quiet_load, args.quiet_wait) if device.type == "cpu" else (float("inf"), 0.0)
+    times, loads = common.interleaved({name: run(t) for name, t in trainers.items()}, args.repeats, device, *quiet)
+    models = {}
+    for name in trainers:
+        ips = [args.steps * row["batch_size"] / s for s in times[name]]
+        models[name] = {"images_per_s": common.summary(ips), "host_syncs_per_step": syncs[name]}
+    return {**row, "models": models, "warmup_s": warmup_s, "loadavg_per_round": loads}
 
 
-def proc_status_mb(field: str) -> float:
-    """A memory field of /proc/self/status (VmRSS: resident now, VmHWM: peak resident), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def row_lines(row: dict, results: dict) -> list[list[str]]:
+    """Table rows (one per model) of a measured row."""
+    peaks = results.get("peak_tflops")
+    peak_kind = "bf16" if row["precision"] == "bf16" else "tf32"
+    ours = row["models"]["ours"]["images_per_s"]["median"]
+    lines = []
+    for name, m in row["models"].items():
+        ips = m["images_per_s"]
+        tflops = results["flops_per_image"][name] * ips["median"] / 1e12
+        share = f"{100 * tflops / peaks[peak_kind]:.2f}% {peak_kind}" if peaks else "-"
+        lines.append([row["variant"], row["precision"], str(row["batch_size"]), name, f"{ips['median']:,.0f}",
+                      f"{ips['min']:,.0f}-{ips['max']:,.0f}", "-" if name == "ours" else f"{ours / ips['median']:.2f}x",
+                      f"{results['flops_per_image'][name] / 1e9:.2f}", f"{tflops:.3g}", share,
+                      "-" if m["host_syncs_per_step"] is None else str(m["host_syncs_per_step"]),
+                      f"{row['warmup_s']:.0f}"])
+    return lines
 
 
-def memory_child(args) -> None:
-    """Run in a fresh process: peak memory of a few training steps of one model at one precision."""
-    device = common.setup(args)
-    name, precision = args.memory_child.split(":")
-    models = common.make_models(argparse_namespace(args, baselines=name if name != "ours" else ""), device)
-    model = models[name]
-    schedule = make_schedule("linear", T=1000)
-    batches = make_batches(3, args.batch_size, device)
-    step = make_step(model, schedule, device, precision, args.channels_last)
-    step(batches[0])  # warm-up: optimizer state, lazily loaded kernels and code pages are now resident
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        ctypes.CDLL(None).malloc_trim(0)  # glibc: hand the freed heap of the warm-up step back to the OS
-        before = proc_status_mb("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: reset the peak RSS (VmHWM) to the current RSS
-    for batch in batches:
-        step(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
-    else:
-        peak = proc_status_mb("VmHWM") - before
-    print(json.dumps({"peak_mb": peak}))
+HEADER = ["variant", "precision", "batch", "model", "img/s", "spread", "ours/this", "GFLOP/img", "TFLOP/s",
+          "of peak", "syncs/step", "warm-up s"]
 
 
-def argparse_namespace(args, **changes):
-    ns = type(args)(**vars(args))
-    for key, value in changes.items():
-        setattr(ns, key, value)
-    return ns
+def print_row(lines: list[list[str]], first: bool) -> None:
+    widths = [10, 9, 5, 17, 9, 15, 9, 9, 8, 12, 10, 9]
+    if first:
+        print("  ".join(h.rjust(w) for h, w in zip(HEADER, widths)), flush=True)
+    for line in lines:
+        print("  ".join(c.rjust(w) for c, w in zip(line, widths)), flush=True)
 
 
-def peak_memory_mb(args, name: str, precision: str) -> float:
-    argv = [sys.executable, __file__, "--memory-child", f"{name}:{precision}", "--device", args.device,
-            "--threads", str(args.threads), "--batch-size", str(args.batch_size)]
-    if args.channels_last:
-        argv.append("--channels-last")
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+def plan(args) -> list[dict]:
+    """Rows in the order they run: cheap (eager) rows first, then compiled ones, default batch size first."""
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    precisions = args.precisions.split(",")
+    variants = args.variants.split(",")
+    for v in variants:
+        if v not in VARIANTS:
+            raise SystemExit(f"--variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    cheap = [v for v in variants if VARIANTS[v][0] == "none"]
+    costly = [v for v in variants if VARIANTS[v][0] != "none"]
+    rows = [dict(variant=v, precision=p, batch_size=b) for b in batches for v in cheap for p in precisions]
+    rows += [dict(variant=v, precision=p, batch_size=b) for b in batches for p in precisions for v in costly]
+    return rows
 
 
 def main() -> None:
-    parser = common.common_args(__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=2, help="training steps per timed round")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model before timing")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--memory-child", default=None, help=argparse_help_hidden())
-    parser.add_argument("--report", default=None, help="only print the tables of an earlier result JSON")
+    parser = common.common_args(__doc__.splitlines()[0], layout_options=False)
+    parser.set_defaults(baselines="diffusers-mnist", repeats=3, precisions="fp32,bf16")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma list of {', '.join(VARIANTS)} (default: all on CUDA, eager on the CPU)")
+    parser.add_argument("--batch-sizes", default="128", help="comma list of batch sizes (default: 128)")
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps per round (CUDA 20, CPU 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per model before timing (CUDA 5, "
+                                                                 "CPU 1; compiled rows at least 3)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds for the whole run: a row that would overrun it is skipped (CUDA 90, CPU none)")
+    parser.add_argument("--quick", action="store_true",
+                        help="plumbing check in seconds: CPU, batch 8, 1 step, 1 round, eager fp32")
+    parser.add_argument("--report", default=None, help="only print the table of an earlier result JSON")
     args = parser.parse_args()
-    if args.memory_child:
-        return memory_child(args)
     if args.report:
-        return report(common.load_saved(args), args)
+        return report(json.loads(Path(args.report).read_text()))
+    if args.quick:
+        args.device, args.batch_sizes, args.steps, args.repeats, args.warmup = "cpu", "8", 1, 1, 1
+        args.variants, args.precisions = args.variants or "eager", "fp32"
+    cuda = args.device.startswith("cuda")
+    args.variants = args.variants or (",".join(VARIANTS) if cuda else "eager")
+    args.steps = args.steps or (20 if cuda else 2)
+    args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    args.budget = args.budget if args.budget is not None else (90.0 if cuda else 0.0)
+    args.models = ["ours"] + [b for b in args.baselines.split(",") if b]
 
+    started = time.perf_counter()
     device = common.setup(args)
-    schedule = make_schedule("linear", T=1000)
-    models = common.make_models(args, device)
-    params = common.parameter_counts(models)
-    flops = {name: flops_per_image(model, schedule, device) for name, model in models.items()}
-    batches = make_batches(args.steps, args.batch_size, device)
-    results = {"batch_size": args.batch_size, "steps_per_round": args.steps, "parameters": params,
-               "flops_per_image": flops, "precisions": {}}
-    for precision in args.precisions.split(","):
-        steps = {}
-        for name, model in models.items():
-            train_model = torch.compile(model, mode=args.compile) if args.compile else model
-            steps[name] = make_step(train_model, schedule, device, precision, args.channels_last)
-            for i in range(args.warmup):
-                steps[name](batches[i % len(batches)])
-
-        def timed(step):
-            return lambda: [step(batch) for batch in batches]
-
-        times, loads = common.interleaved({name: timed(step) for name, step in steps.items()}, args.repeats, device,
-                                          args.quiet_load, args.quiet_wait)
-        per_model = {}
-        for name in models:
-            ips = [args.steps * args.batch_size / s for s in times[name]]
-            per_model[name] = {"images_per_s": common.summary(ips),
-                               "saved_activations_mb": saved_activation_mb(models[name], schedule, batches[0],
-                                                                           device, precision)}
-            if not args.no_memory:
-                per_model[name]["peak_memory_mb"] = peak_memory_mb(args, name, precision)
-        results["precisions"][precision] = {"models": per_model, "loadavg_per_round": loads}
-
+    rows = plan(args)
+    dataset = load_dataset("mnist-subset", "train")
+    out_dir = tempfile.mkdtemp(prefix="bench_train_")  # never written: no row saves a checkpoint
+    peak_name, peaks = common.peak_tflops(device)
+    results = {"models": args.models, "parameters": {}, "flops_per_image": {}, "peak_tflops": peaks,
+               "peak_table_entry": peak_name, "rows": [], "skipped": [], "failed": []}
+    for name in args.models:
+        results["flops_per_image"][name], results["parameters"][name] = probe(name, dataset, device, out_dir)
+    gpu = torch.cuda.get_device_name(device) if cuda else "none"
+    print(f"== training step, Trainer.train_step, device {device} ({gpu}; peak table: {peak_name or 'no entry'}), "
+          f"torch {torch.__version__}; {args.steps} steps x {args.repeats} rounds per row; "
+          f"budget {args.budget or 'none'} s ==", flush=True)
+    cost = {}
+    path = None
+    for row in rows:
+        kind = "compiled" if VARIANTS[row["variant"]][0] != "none" else "eager"
+        spent = time.perf_counter() - started
+        estimate = cost.get(kind, DEFAULT_COST_S[kind])
+        if args.budget and spent + estimate > args.budget:
+            results["skipped"].append({**row, "reason": f"time budget: {spent:.0f} s spent, ~{estimate:.0f} s more"})
+            print(f"skipped {row['variant']} {row['precision']} batch {row['batch_size']}: "
+                  f"{results['skipped'][-1]['reason']}", flush=True)
+            continue
+        row_start = time.perf_counter()
+        try:
+            measured = measure_row(args, row, dataset, device, out_dir)
+        except Exception as e:  # noqa: BLE001 - a failing mode must not cost the other rows
+            results["failed"].append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
+            print(f"failed {row['variant']} {row['precision']} batch {row['batch_size']}: "
+                  f"{results['failed'][-1]['error']}", flush=True)
+            continue
+        finally:
+            if kind == "compiled":
+                torch._dynamo.reset()  # each row compiles fresh models; keep Dynamo's recompile limit out of it
+        cost[kind] = max(cost.get(kind, 0.0), time.perf_counter() - row_start)
+        results["rows"].append(measured)
+        print_row(row_lines(measured, results), first=len(results["rows"]) == 1)
+        results["wall_s"] = time.perf_counter() - started
+        path = common.write_results(args, SCRIPT, device, results)  # after every row: a cut run keeps its rows
+    results["wall_s"] = time.perf_counter() - started
     path = common.write_results(args, SCRIPT, device, results)
-    report(results, args)
-    print(f"\nwrote {path}")
+    print(f"\n{len(results['rows'])} rows measured, {len(results['skipped'])} skipped, {len(results['failed'])} "
+          f"failed in {results['wall_s']:.0f} s; wrote {path}", flush=True)
 
 
-def argparse_help_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
-
-
-def report(results: dict, args) -> None:
-    params, flops = results["parameters"], results["flops_per_image"]
-    goal = 1.5 if args.device == "cpu" else 2.0
-    for precision, block in results["precisions"].items():
-        models = block["models"]
-        ours = models["ours"]["images_per_s"]["median"]
-        loads = block["loadavg_per_round"]
-        print(f"\n== training, batch {args.batch_size}, {precision}, device {args.device}, "
-              f"load average {min(loads):.1f}-{max(loads):.1f} ==")
-        rows = []
-        for name, m in models.items():
-            ips = m["images_per_s"]
-            gflops = flops[name]["train_step"] * ips["median"] / 1e9
-            ratio = ours / ips["median"]
-            paired = sorted(a / b for a, b in zip(models["ours"]["images_per_s"]["values"], ips["values"]))
-            rows.append([name, f"{params[name] / 1e6:.3f}M", f"{ips['median']:.1f}",
-                         f"{ips['min']:.1f}-{ips['max']:.1f}", f"{flops[name]['train_step'] / 1e6:.1f}",
-                         f"{gflops:.1f}", f"{m['saved_activations_mb']:.0f}",
-                         f"{m.get('peak_memory_mb', float('nan')):.0f}",
-                         "-" if name == "ours" else f"{ratio:.2f}x (goal {goal}x: {'met' if ratio >= goal else 'not met'})",
-                         "-" if name == "ours" else f"{paired[0]:.2f}-{paired[-1]:.2f}"])
-        common.print_table(["model", "params", "img/s", "spread", "MFLOP/img", "GFLOP/s", "saved MB",
-                            "peak MB", "ours / this (medians)", "per-round ratios"], rows)
+def report(results: dict) -> None:
+    env = results["environment"]
+    print(f"== {results['script']}: {env.get('gpu', env['cpu'])}, torch {env['torch']}, {env['date']} ==")
+    for i, row in enumerate(results["rows"]):
+        print_row(row_lines(row, results), first=i == 0)
+    for row in results["skipped"] + results["failed"]:
+        print(f"not measured: {row['variant']} {row['precision']} batch {row['batch_size']}: "
+              f"{row.get('reason') or row.get('error')}")
 
 
 if __name__ == "__main__":

@@ -154,7 +154,8 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
 
 def load_training_state(folder: str | Path, model: torch.nn.Module, ema_model: torch.nn.Module | None,
                         optimizer: torch.optim.Optimizer, generators: dict) -> dict:
-    """Restore raw weights, EMA, optimizer and generators from state.safetensors; return its extra state."""
+    """Restore raw weights, EMA, optimizer and the named generators from state.safetensors; return its extra state,
+    with the saved generator states (CPU byte tensors) under "rng", for a caller that restores them itself."""
     path = Path(folder) / "state.safetensors"
     tensors, meta = read_safetensors(path)
     load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
@@ -164,7 +165,8 @@ def load_training_state(folder: str | Path, model: torch.nn.Module, ema_model: t
         optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
         for name, gen in generators.items():
             gen.set_state(tensors[f"rng.{name}"])
-        return {"step": meta["step"], **meta["extra"]}
+        rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
+        return {"step": meta["step"], **meta["extra"], "rng": rng}
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path} is incomplete: cannot restore the training state ({type(e).__name__}: {e})") \
             from None

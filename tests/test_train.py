@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ddpm_edu import checkpoint as ckpt
-from ddpm_edu.train import EMA, TrainConfig, Trainer, learning_rate
+from ddpm_edu.train import EMA, NonFiniteLossError, TrainConfig, Trainer, learning_rate
 from ddpm_edu.utils import pick_device
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +71,135 @@ def test_resume_in_process_gives_identical_weights(tmp_path):
         assert torch.equal(a, b), k
     for a, b in zip(weights(straight.ema.model).values(), weights(resumed.ema.model).values()):
         assert torch.equal(a, b)
+
+
+class SyncFreeTrainer(Trainer):
+    """The GPU's code path on the CPU: fused AdamW, non-finite steps skipped on a device flag read at log steps."""
+    SYNC_FREE_DEVICES = ("cpu", "cuda")
+
+
+def test_generator_state_is_checkpointed_and_data_live_on_the_device(tmp_path):
+    t = Trainer(tiny_config(tmp_path / "run", steps=4, checkpoint_every=4))
+    assert t.images.device == t.device and t.images.shape == (200, 1, 28, 28) and t.generator.device == t.device
+    t.fit()
+    state, meta = ckpt.read_safetensors(tmp_path / "run" / "state.safetensors")
+    assert torch.equal(state["rng.data"], t.generator.get_state())
+    assert meta["extra"]["rng_device"] == "cpu"
+    resumed = Trainer(tiny_config(tmp_path / "run", steps=6, resume=True))
+    assert torch.equal(resumed.generator.get_state(), t.generator.get_state())
+    x0, labels, steps, noise = resumed.next_batch()
+    again = Trainer(tiny_config(tmp_path / "run", steps=6, resume=True)).next_batch()
+    assert all(torch.equal(a, b) for a, b in zip((x0, labels, steps, noise), again))  # the batch is the state's
+    assert x0.shape == noise.shape == (8, 1, 28, 28) and steps.dtype == torch.long
+
+
+@pytest.mark.parametrize("kind", [Trainer, SyncFreeTrainer])
+def test_resume_is_exact_in_both_step_modes(tmp_path, kind):
+    straight = kind(tiny_config(tmp_path / "a", steps=8, checkpoint_every=4))
+    straight.fit()
+    first = kind(tiny_config(tmp_path / "b", steps=8, checkpoint_every=4))
+    first.fit(until=4)
+    resumed = kind(tiny_config(tmp_path / "b", steps=8, checkpoint_every=4, resume=True))
+    assert bool(resumed.optimizer.defaults["fused"]) == (kind is SyncFreeTrainer)
+    resumed.fit()
+    for a, b in zip(weights(straight.model).values(), weights(resumed.model).values()):
+        assert torch.equal(a, b)
+    for a, b in zip(weights(straight.ema.model).values(), weights(resumed.ema.model).values()):
+        assert torch.equal(a, b)
+    assert [r["step"] for r in resumed.history] == [4, 8]
+
+
+def test_sync_free_guard_skips_a_non_finite_step_and_keeps_the_checkpoint(tmp_path):
+    """On a GPU the finite check is read every log_every steps: the bad step (3) and the one after it (4) are
+    skipped on the device, and the trainer is rewound to step 2, the state it never left."""
+    t = SyncFreeTrainer(tiny_config(tmp_path / "run", steps=8, log_every=4, checkpoint_every=2))
+    t.fit(until=2)
+    saved = (tmp_path / "run" / "state.safetensors").read_bytes()
+    before, before_ema = weights(t.model), weights(t.ema.model)
+    moments = [s["exp_avg"].clone() for s in t.optimizer.state.values()]
+    hook = t.model.register_forward_hook(lambda module, inputs, output: output * float("inf"))
+    with pytest.raises(NonFiniteLossError, match=r"loss inf, gradient norm nan at step 3: training stopped before "
+                                                 r"the update .* \(step 2\) is kept"):
+        t.fit()
+    assert t.step == 2 and t.ema.num_updates == 2
+    assert all(torch.equal(before[k], v) for k, v in weights(t.model).items())
+    assert all(torch.equal(before_ema[k], v) for k, v in weights(t.ema.model).items())
+    assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, t.optimizer.state.values()))
+    assert all(s["step"].item() == 2 for s in t.optimizer.state.values())
+    assert (tmp_path / "run" / "state.safetensors").read_bytes() == saved
+    hook.remove()  # the guard resets: training can go on from step 2
+    t.fit()
+    assert t.step == 8 and all(torch.isfinite(v).all() for v in weights(t.model).values())
+
+
+def test_training_step_has_no_host_read_in_sync_free_mode(tmp_path, monkeypatch):
+    """Tensor.item / tolist / __bool__ are the host reads a GPU would wait for; the trainer's own step makes none
+    (the input checks of chapters 2-3, inside diffusion_loss and the model, are counted apart)."""
+    import ddpm_edu.train as train_module
+
+    t = SyncFreeTrainer(tiny_config(tmp_path / "run"))
+    reads = []
+    for name in ("item", "tolist", "__bool__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name: reads.append(_n) or _o(self, *a))
+    monkeypatch.setattr(train_module, "diffusion_loss",
+                        lambda model, schedule, x0, t_, noise, labels, kind: (model.stem(x0) ** 2).mean())
+    for _ in range(3):
+        t.train_step()
+    monkeypatch.undo()
+    assert reads == [] and t.step == 3
+
+
+def test_channels_last_trains_resumes_and_is_saved(tmp_path):
+    a = Trainer(tiny_config(tmp_path / "a", steps=4, checkpoint_every=2, channels_last=True))
+    assert a.model.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    a.fit(until=2)
+    b = Trainer(tiny_config(tmp_path / "a", steps=4, checkpoint_every=2, channels_last=True, resume=True))
+    b.fit()
+    c = Trainer(tiny_config(tmp_path / "c", steps=4, checkpoint_every=2, channels_last=True))
+    c.fit()
+    assert all(torch.equal(x, y) for x, y in zip(weights(b.model).values(), weights(c.model).values()))
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["channels_last"] is True
+
+
+def test_compile_option_trains_and_saves(tmp_path, monkeypatch):
+    """The trainer's torch.compile path (wrapping, saving the plain module, EMA, resume). Inductor's code generation
+    takes minutes on a 2-core CPU, so the graphs run on the aot_eager backend here: Dynamo traces the model and
+    AOTAutograd builds the backward graph, as they do for --compile default on a GPU."""
+    if not hasattr(torch, "compile"):
+        pytest.skip("torch.compile is not available")
+    original = torch.compile
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or
+                        original(model, backend="aot_eager"))
+    t = Trainer(tiny_config(tmp_path / "run", steps=3, checkpoint_every=3, compile="default"))
+    t.fit()
+    assert modes == ["default"] and t.train_model is not t.model
+    eager = Trainer(tiny_config(tmp_path / "eager", steps=3, checkpoint_every=3))
+    eager.fit()
+    for a, b in zip(weights(t.model).values(), weights(eager.model).values()):
+        assert torch.allclose(a, b, atol=1e-5)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert saved["compile"] == "default"
+    model, _, _ = ckpt.load_model(tmp_path / "run")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), t.ema.model.state_dict().values()))
+
+
+def test_old_boolean_compile_setting_is_read():
+    assert TrainConfig.from_dict({"compile": False}).compile == "none"
+    assert TrainConfig.from_dict({"compile": True}).compile == "default"
+
+
+def test_resuming_a_cuda_run_on_another_device_warns_and_reseeds(tmp_path):
+    Trainer(tiny_config(tmp_path / "run", steps=2, checkpoint_every=2)).fit()
+    tensors, meta = ckpt.read_safetensors(tmp_path / "run" / "state.safetensors")
+    meta["extra"]["rng_device"] = "cuda"
+    tensors["rng.data"] = torch.zeros(16, dtype=torch.uint8)  # a Philox state: seed and offset
+    ckpt.write_safetensors(tensors, tmp_path / "run" / "state.safetensors", meta)
+    with pytest.warns(UserWarning, match="drawn on cuda, this run draws them on cpu"):
+        t = Trainer(tiny_config(tmp_path / "run", steps=4, resume=True))
+    assert t.step == 2
+    t.fit()
 
 
 def test_checkpoint_is_complete_and_pickle_free(tmp_path):
@@ -141,6 +270,9 @@ def test_resume_refuses_a_different_model(tmp_path):
     ({"prediction_type": "score"}, "prediction_type must be one of"),
     ({"label_dropout": 1.5}, "label_dropout must be a finite number in [0, 1], got 1.5"),
     ({"precision": "fp8"}, "precision must be"),
+    ({"compile": True}, "compile must be one of ('none', 'default', 'reduce-overhead'), got True"),
+    ({"compile": "max-autotune"}, "compile must be one of"),
+    ({"channels_last": "yes"}, "channels_last must be True or False"),
 ])
 def test_bad_config_values(kw, words):
     with pytest.raises(ValueError) as info:
@@ -192,14 +324,56 @@ def test_cli_train_kill_and_resume_matches_uninterrupted(tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_cli_train_writes_a_checkpoint_with_progress_bar(tmp_path):
-    r = cli("train", "--preset", "tiny", "--steps", "5", "--batch-size", "4", "--limit", "50", "--out",
-            str(tmp_path / "run"), "--log-every", "5")
-    assert r.returncode == 0, r.stderr
-    assert "train:" in r.stderr and "5/5" in r.stderr  # tqdm's bar
+def test_cli_train_shows_a_progress_bar_on_a_terminal(tmp_path):
+    import pty
+
+    main_fd, terminal = pty.openpty()  # stderr is a terminal, as in an interactive shell
+    proc = subprocess.Popen([sys.executable, "-m", "ddpm_edu", "train", "--preset", "tiny", "--steps", "5",
+                             "--batch-size", "4", "--limit", "50", "--out", str(tmp_path / "run"), "--log-every", "5"],
+                            stdout=subprocess.PIPE, stderr=terminal, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the terminal closed: the process has exited
+            break
+        if not chunk:
+            break
+        shown += chunk
+    stdout, _ = proc.communicate(timeout=120)
+    os.close(main_fd)
+    assert proc.returncode == 0, shown.decode(errors="replace")
+    assert b"train:" in shown and b"5/5" in shown  # tqdm's bar
+    assert "images/s" not in stdout.split("done:")[0]  # no log lines beside the bar
     assert (tmp_path / "run" / "model.safetensors").exists()
     again = cli("train", "--preset", "tiny", "--steps", "5", "--out", str(tmp_path / "run"))
     assert again.returncode == 2 and "already holds a checkpoint" in again.stderr
+
+
+@pytest.mark.parametrize("flags", [["--no-progress"], []])  # [] : no terminal (output captured), no bar either
+def test_cli_train_logs_lines_without_a_progress_bar(tmp_path, flags):
+    r = cli("train", "--preset", "tiny", "--steps", "6", "--batch-size", "4", "--limit", "50", "--log-every", "2",
+            "--lr", "0.002", "--out", str(tmp_path / "run"), *flags)
+    assert r.returncode == 0, r.stderr
+    assert "train:" not in r.stderr and "6/6" not in r.stderr  # no bar
+    lines = r.stdout.strip().splitlines()
+    start = lines[0]
+    assert re.fullmatch(r"train: 1 x CPU \(\d+ threads\), torch \S+; precision fp32, compile none, contiguous \(NCHW\); "
+                        r"model tiny, 76,401 parameters; data mnist-subset, 50 images of 1x28x28; steps 0 to 6 of 6, "
+                        r"batch 4", start), start
+    pattern = (r"step (\d+)/6  loss (\d+\.\d{4})  ([\d,]+) images/s  lr (\S+)  elapsed (\d+:\d\d:\d\d)  "
+               r"eta (\d+:\d\d:\d\d)")
+    rows = [re.fullmatch(pattern, line) for line in lines[1:4]]
+    assert all(rows), lines
+    assert [int(m.group(1)) for m in rows] == [2, 4, 6]
+    assert rows[-1].group(6) == "0:00:00"
+    assert [m.group(4) for m in rows] == [f"{learning_rate(s - 1, 0.002, 0, 6):.3g}" for s in (2, 4, 6)]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    history = ckpt.read_safetensors(tmp_path / "run" / "state.safetensors")[1]["extra"]["history"]
+    assert [f"{h['loss']:.4f}" for h in history] == [m.group(2) for m in rows]  # the logged losses are the saved ones
+    assert saved["step"] == 6 and lines[4].startswith("done: step 6")
 
 
 @pytest.mark.parametrize("args, words", [
