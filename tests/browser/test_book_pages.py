@@ -7,7 +7,12 @@ leaves localhost is aborted and recorded. On each page:
 * the math is typeset: every Sphinx math element holds MathJax output (``mjx-container``), MathJax reports
   no TeX error, no raw TeX (``$$``, ``\\(``, ``\\[``, ``$\\alpha$``...) is left in the visible text, and
   MathJax came from the site itself (a MathJax request to anywhere else fails the page);
+* no raw TeX commands either (``\\operatorname``, ``\\alpha``, ``\\gamma``, ... in plain text: what a broken
+  ``$$`` block leaves behind);
 * every ``<img>`` loaded (``naturalWidth > 0``) and no request to the local server failed;
+* nothing the page needs comes from a CDN (require.js, the Jupyter widget manager, Font Awesome): an interactive
+  output works offline. Chapter 1's slider (``.ddpm-slider``) is dragged and its picture and label must change; every
+  button of a matplotlib animation (``.anim-buttons``) must show its icon;
 * on a notebook page, the launch menu is shown and its Binder and Colab links open *this* notebook.
 
 A full-page screenshot of each page goes to ``ci-artifacts/screenshots/``, and a summary of what each page
@@ -61,7 +66,12 @@ RAW_TEX = [
     ("\\[", re.compile(r"\\\[")),
     ("\\begin{", re.compile(r"\\begin\{")),
     ("$...$", re.compile(r"\$[^$\s][^$\n]{0,120}?[\\_^{}][^$\n]{0,120}?\$")),
+    ("\\operatorname", re.compile(r"\\operatorname")),
+    ("\\command", re.compile(r"\\(alpha|beta|gamma|delta|epsilon|sigma|theta|mu|bar|hat|tilde|frac|sqrt|mathbf|"
+                              r"mathcal|left|right|cdot|sum|prod|log|exp)(?![A-Za-z])")),
 ]
+# Hosts of scripts and styles a page must not need: what an offline reader's browser cannot fetch.
+CDN_ASSETS = re.compile(r"require(\.min)?\.js|html-manager|embed-amd|font-?awesome|jupyter-widgets", re.IGNORECASE)
 
 
 # --- what the book says it has ------------------------------------------------------------------------
@@ -213,6 +223,43 @@ async () => {
 """
 
 
+# Chapter 1's offline slider: drag it to its last frame, then its first; the picture and the label must follow.
+_SLIDERS = """
+async () => {
+  const out = [];
+  for (const box of document.querySelectorAll('.ddpm-slider')) {
+    const range = box.querySelector('input.ddpm-slider-range');
+    const img = box.querySelector('img.ddpm-slider-image');
+    const label = box.querySelector('.ddpm-slider-label');
+    if (!range || !img || !label) { out.push({ok: false, why: 'slider without range, image or label'}); continue; }
+    const seen = [];
+    for (const value of [range.max, range.min]) {
+      range.value = value;
+      range.dispatchEvent(new Event('input', {bubbles: true}));
+      await new Promise(resolve => setTimeout(resolve, 50));
+      seen.push([img.getAttribute('src'), label.textContent]);
+    }
+    const ok = seen[0][0] !== seen[1][0] && seen[0][1] !== seen[1][1] && img.naturalWidth > 0;
+    out.push({ok, why: ok ? '' : 'moving the slider did not change its picture and label',
+              labels: seen.map(s => s[1])});
+  }
+  return out;
+}
+"""
+
+# The buttons of matplotlib's to_jshtml animations: the theme's Font Awesome (served by the site) turns each
+# <i class="fa fa-play"> into an inline SVG icon; an icon it does not know becomes its "missing" placeholder, and an
+# <i> left as it was (no Font Awesome) shows nothing.
+_ANIMATION_ICONS = """
+() => Array.from(document.querySelectorAll('.anim-buttons button')).map(b => {
+  const icon = b.querySelector('svg, i');
+  const ok = !!icon && icon.tagName.toLowerCase() === 'svg' && icon.getBoundingClientRect().width > 0 &&
+             !icon.querySelector('.missing');
+  return {ok, html: b.innerHTML.trim().slice(0, 80)};
+})
+"""
+
+
 def _is_local(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme in ("data", "blob", "about") or parts.hostname in LOCAL_HOSTS
@@ -291,6 +338,20 @@ def inspect_page(browser, base_url: str, page_info: dict, launch: dict, screensh
                 start = max(match.start() - 30, 0)
                 problems.append(f"raw TeX {name} in the visible text: {text[start:match.end() + 30]!r}")
 
+        sliders = page.evaluate(_SLIDERS)
+        for slider in sliders:
+            if not slider["ok"]:
+                problems.append(f"slider: {slider['why']}")
+        page.wait_for_timeout(300)  # Font Awesome replaces the icons just after load
+        icons = page.evaluate(_ANIMATION_ICONS)
+        blank = [i["html"] for i in icons if not i["ok"]]
+        if blank:
+            problems.append(f"animation icons: {len(blank)} of {len(icons)} buttons show no icon, first {blank[0]!r}")
+        widgets = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
+        if widgets:
+            problems.append(f"{widgets} Jupyter widget views, which need require.js and the widget manager "
+                            "from a CDN and a kernel to move")
+
         images = page.evaluate(_LOAD_IMAGES)
         broken = [img["src"] for img in images if not img["ok"]]
         if broken:
@@ -319,9 +380,13 @@ def inspect_page(browser, base_url: str, page_info: dict, launch: dict, screensh
             problems.append(f"MathJax requested from outside the site: {mathjax_external}")
         if local_failures:
             problems.append(f"requests to the site failed: {local_failures[:5]}")
+        cdn = sorted({u for u in external if CDN_ASSETS.search(u)})
+        if cdn:
+            problems.append(f"assets requested from a CDN: {cdn[:3]}")
 
         summary = {
             "equations": math["math"], "typeset": math["typeset"], "images": len(images),
+            "sliders": sliders, "animation_buttons": len(icons),
             "mathjax": sorted(set(urlsplit(u).path for u in mathjax_loaded))[:1],
             "external_requests_blocked": sorted(set(external)), "javascript_errors": js_errors,
             "problems": problems,
@@ -352,6 +417,14 @@ def test_every_notebook_in_the_toc_was_built():
 BREAKS = {
     "raw_tex": (r'(class="headerlink"[^>]*>[^<]*</a></h1>)', r"\1<p>Raw: $$x_t = \\sqrt{\\bar\\alpha_t}\\,x_0$$</p>",
                 ["raw TeX $$"]),
+    "raw_tex_command": (r'(class="headerlink"[^>]*>[^<]*</a></h1>)',
+                        r"\1<p>\\operatorname{LN}(h)\\,(1 + \\gamma) + \\beta, with \\alpha = 0</p>",
+                        ["raw TeX \\operatorname", "raw TeX \\command"]),
+    "frozen_slider": (r'class="ddpm-slider-range"([^>]*?) oninput=', r'class="ddpm-slider-range"\1 data-oninput=',
+                      ["slider: moving the slider did not change"]),
+    "blank_icons": (r'class="fa fa-play"', 'class="fa fa-no-such-icon-at-all"', ["animation icons"]),
+    "cdn_widgets": (r"(</head>)", r'<script src="https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@1.0.6/'
+                    r'dist/embed-amd.js"></script>\1', ["assets requested from a CDN"]),
     "missing_image": (r'(class="headerlink"[^>]*>[^<]*</a></h1>)', r'\1<img src="../_images/no-such-figure.png">',
                       ["images did not load"]),
     "cdn_mathjax": (r'src="[^"]*mathjax/tex-mml-chtml\.js[^"]*"',
