@@ -318,3 +318,33 @@ def test_both_configs_share_the_base_fields_and_its_dict_form():
         assert cls.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="num_timesteps"):
         DiTConfig(num_timesteps=0)
+
+
+@pytest.mark.parametrize("dim", [2, 8, 64, 128])
+def test_timestep_frequencies_fall_from_one_to_max_period_power(dim):
+    # sin(omega_i * 1) at t = 1 gives the frequencies back; the smallest is 10000^(-(d/2 - 1)/(d/2)), not 1/10000
+    half = dim // 2
+    omegas = torch.asin(timestep_embedding(torch.tensor([1]), dim)[0, :half].double())
+    expected = 10000.0 ** (-np.arange(half) / half)
+    np.testing.assert_allclose(omegas.numpy(), expected, rtol=1e-4, atol=1e-7)
+    assert omegas[-1].item() == pytest.approx(10000.0 ** (-(half - 1) / half), rel=1e-4)
+
+
+def test_dit_vs_unet_benchmark_models_have_matched_parameter_counts():
+    # the comparison in chapter 3 (benchmarks/dit_vs_unet.py) is only fair at matched size: within 10%
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dit_vs_unet.py"
+    spec = importlib.util.spec_from_file_location("dit_vs_unet", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    reference = count_parameters(make_model(bench.MODELS[bench.REFERENCE][0], **bench.MODELS[bench.REFERENCE][1]))
+    archs = set()
+    for preset, overrides, _ in bench.MODELS.values():
+        model = make_model(preset, **overrides)
+        archs.add(model.config.arch)
+        assert abs(count_parameters(model) / reference - 1) <= bench.MATCH_TOLERANCE
+    assert archs == {"unet", "dit"}
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--models", "resnet"])
