@@ -166,7 +166,8 @@ def main() -> None:
     parser.set_defaults(baselines="diffusers-mnist", repeats=3, precisions="fp32,bf16")
     parser.add_argument("--variants", default=None,
                         help=f"comma list of {', '.join(VARIANTS)} (default: all on CUDA, eager on the CPU)")
-    parser.add_argument("--batch-sizes", default="128", help="comma list of batch sizes (default: 128)")
+    parser.add_argument("--batch-sizes", "--batch-size", dest="batch_sizes", default="128",
+                        help="comma list of batch sizes (default: 128)")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per round (CUDA 20, CPU 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per model before timing (CUDA 5, "
                                                                  "CPU 1; compiled rows at least 3)")
@@ -175,6 +176,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="plumbing check in seconds: CPU, batch 8, 1 step, 1 round, eager fp32")
     parser.add_argument("--report", default=None, help="only print the table of an earlier result JSON")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="accepted for older command lines; this version measures no memory")
     args = parser.parse_args()
     if args.report:
         return report(json.loads(Path(args.report).read_text()))

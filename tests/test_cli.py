@@ -236,6 +236,21 @@ def test_non_finite_loss_stops_before_the_update_and_keeps_the_checkpoint(tmp_pa
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == checkpoint
 
 
+def test_train_speed_flags_are_saved_and_logged(tmp_path, capsys):
+    code, out, err = run_main(["train", "--preset", "tiny", "--steps", "2", "--batch-size", "4", "--limit", "20",
+                               "--channels-last", "--log-every", "1", "--no-progress", "--out", tmp_path / "run"],
+                              capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert saved["channels_last"] is True and saved["compile"] == "none" and saved["precision"] == "auto"
+    lines = out.splitlines()
+    assert lines[0].startswith("train: 1 x CPU") and "precision fp32, compile none, channels_last;" in lines[0]
+    assert [line.split()[1] for line in lines[1:3]] == ["1/2", "2/2"]
+    code, _, err = run_main(["train", "--compile", "max-autotune"], capsys)
+    assert_one_line(code, err, "--compile: invalid choice: 'max-autotune' (choose from 'none', 'default', "
+                               "'reduce-overhead')")
+
+
 def test_ctrl_c_saves_a_checkpoint_and_says_which_step(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "ddpm_edu", "train", "--preset", "tiny", "--steps", "100000",
