@@ -81,11 +81,11 @@ def part_commands(part: str, args, work: Path) -> list[list[str]]:
         return [[py, "benchmarks/applications_tables.py", "--device", dev, *checkpoint, *size, "--out-dir", data]]
     if part == "dit":
         size = ["--quick"] if quick else []
-        return [[py, "benchmarks/dit_vs_unet.py", "--device", dev, *size, "--out", f"{data}/dit_vs_unet.json"]]
+        return [[py, "benchmarks/dit_vs_unet.py", "--device", resolve_device(dev), *size,
+                 "--out", f"{data}/dit_vs_unet.json"]]
     device = resolve_device(dev)
     if part == "bench-train":
-        size = (["--batch-size", "8", "--steps", "1", "--warmup", "1", "--repeats", "1", "--no-memory",
-                 "--precisions", "fp32"] if quick else [])
+        size = ["--quick"] if quick else []
         return [[py, "benchmarks/bench_train_throughput.py", "--device", device, *size,
                  "--out", f"{bench}/bench_train_throughput_{device.split(':')[0]}.json"]]
     if part == "bench-sample":
