@@ -19,10 +19,11 @@ def synthesize(model, schedule: NoiseSchedule, labels: torch.Tensor | None, n: i
                guidance_scale: float = 1.0, steps: int = 20, sampler: str = "ddim", clip_x0: bool = False,
                generator=None, prediction_type: str = "eps", **kwargs) -> torch.Tensor:
     """Samples (N, C, H, W) in [-1, 1]: unconditional (labels None, n images) or class-conditional with
-    classifier-free guidance of scale w (Ho & Salimans 2022, eq. 6). w = 0 is the unconditional model (the
-    "no class" label, one network pass), w = 1 the plain conditional one, w > 1 guided. clip_x0 is off by
-    default: guided predictions leave [-1, 1], and a clipped x0_hat beside DDIM's unclipped eps_hat no longer
-    describe the same x_t, which ruins guided DDIM samples."""
+    classifier-free guidance eps = eps(null) + w (eps(y) - eps(null)) of scale w. This is Ho & Salimans (2022),
+    eq. 6, with their guidance strength w_paper = w - 1: the book's w = 1 + w_paper (chapter 3's note).
+    w = 0 is the unconditional model (the "no class" label, one network pass), w = 1 the plain conditional one
+    (w_paper = 0), w > 1 guided. clip_x0 is off by default: guided predictions leave [-1, 1] and clipping them
+    changes the guided update (chapter 6 measures both); other keyword arguments go to `sample`."""
     if labels is None or guidance_scale == 0:
         n = len(labels) if labels is not None else n
         labels = None if labels is None else torch.full((n,), null_label_of(model))
@@ -60,15 +61,22 @@ def estimate_sigma(noisy: torch.Tensor) -> float:
 def denoise(model, schedule: NoiseSchedule, noisy: torch.Tensor, sigma: float | None = None, *, steps: int = 10,
             sampler: str = "ddim", n_samples: int = 1, generator=None, prediction_type: str = "eps",
             **kwargs) -> torch.Tensor:
-    """Denoise images (N, C, H, W) in [-1, 1] carrying Gaussian noise of std `sigma` ([0, 1] pixel units;
-    None: `estimate_sigma`). y = x0 + 2 sigma n, so sqrt(ab_t) y = sqrt(ab_t) x0 + sqrt(1 - ab_t) n is a valid
-    x_t at the step t where (1 - ab_t) / ab_t = (2 sigma)^2 (Ho et al. 2020, eq. 4); the reverse loop runs
-    from there. n_samples > 1 returns the mean of that many posterior samples (use a stochastic sampler)."""
+    """Denoise images (N, C, H, W) in [-1, 1] carrying Gaussian noise of std `sigma` ([0, 1] pixel units, so
+    std 2 sigma on the model's [-1, 1] scale; None: `estimate_sigma`). y = x0 + 2 sigma n, so
+    sqrt(ab_t) y = sqrt(ab_t) x0 + sqrt(1 - ab_t) n is a valid x_t at the step t where (1 - ab_t) / ab_t =
+    (2 sigma)^2 (Ho et al. 2020, eq. 4); the reverse loop runs from there with `sample` (keyword arguments).
+    steps=1 returns the network's x0_hat at t, clipped to [-1, 1] (clip_x0, `sample`'s default): an estimate
+    of the posterior mean E[x0 | y] (Tweedie), not the mean itself. sampler='ddpm' (ancestral) approximates a
+    sample of p(x0 | y); 'ddim' (eta = 0) is a deterministic map of y, one plausible digit but not a posterior
+    sample. n_samples > 1 returns the mean of that many ancestral samples (sampler='ddpm')."""
     check_finite("noisy", noisy)
     sigma = estimate_sigma(noisy) if sigma is None else sigma
     t = sigma_to_timestep(schedule, sigma)
     x_t = math.sqrt(schedule.alpha_bars[t].item()) * noisy
     if n_samples > 1:
+        if sampler == "ddim" and not kwargs.get("eta"):
+            raise ValueError("n_samples > 1 needs a stochastic sampler (sampler='ddpm'): deterministic DDIM "
+                             "returns the same image n_samples times")
         x_t = x_t.repeat(n_samples, *([1] * (x_t.ndim - 1)))
     out = sample(model, schedule, x_T=x_t, t_start=t, steps=min(steps, t + 1), sampler=sampler,
                  generator=generator, prediction_type=prediction_type, **kwargs)
@@ -156,6 +164,7 @@ def sdedit(model, schedule: NoiseSchedule, guide: torch.Tensor, strength: float,
     t0 = round(strength * schedule.T) - 1
     if t0 < 0:
         return guide.clone()
-    x_t0 = q_sample(schedule, guide, torch.full((len(guide),), t0), generator=generator)
+    noise = torch.randn(guide.shape, generator=generator, device=generator.device if generator else guide.device)
+    x_t0 = q_sample(schedule, guide, torch.full((len(guide),), t0), noise.to(guide.device))
     return sample(model, schedule, x_T=x_t0, t_start=t0, steps=max(1, min(t0 + 1, round(strength * steps))),
                   sampler=sampler, generator=generator, prediction_type=prediction_type, **kwargs)

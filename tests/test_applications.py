@@ -2,6 +2,9 @@
 loop, exact known pixels, strength 0, denoising that helps, RePaint's schedule, clear errors, and each command on
 a PNG drawn here."""
 
+import json
+import math
+
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -129,10 +132,104 @@ def test_estimate_sigma(digits):
     (lambda m, s: apps.estimate_sigma(torch.full((1, 1, 28, 28), float("nan"))), "noisy contains NaN"),
     (lambda m, s: apps.denoise(m, s, torch.full((1, 1, 28, 28), float("nan")), 0.2), "noisy contains NaN"),
     (lambda m, s: apps.denoise(m, s, torch.full((1, 1, 28, 28), float("nan"))), "noisy contains NaN"),
+    (lambda m, s: apps.denoise(m, s, torch.zeros(1, 1, 28, 28), 0.2, sampler="ddim", n_samples=2), "stochastic"),
+    (lambda m, s: evaluation.typed_digit(10), "digit"),
 ])
 def test_bad_arguments(tiny, call, match):
     with pytest.raises(ValueError, match=match):
         call(*tiny)
+
+
+def test_one_step_denoising_returns_the_clipped_x0_hat(tiny):
+    from ddpm_edu.sampling import predict_x0_eps
+
+    model, schedule = tiny
+    noisy = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 0.8
+    t = apps.sigma_to_timestep(schedule, 0.3)
+    x_t = schedule.alpha_bars[t].sqrt() * noisy
+    x0_hat, _ = predict_x0_eps(model, schedule, x_t, torch.full((2,), t), clip_x0=False)
+    assert x0_hat.abs().max() > 1  # an untrained model's x0_hat leaves the image range: clipping shows
+    for sampler in ("ddim", "ddpm"):
+        out = apps.denoise(model, schedule, noisy, 0.3, steps=1, sampler=sampler)
+        torch.testing.assert_close(out, x0_hat.clamp(-1, 1), rtol=0, atol=1e-5)
+
+
+def test_guidance_scale_is_one_plus_ho_salimans_w():
+    """model_output's w is Ho & Salimans' eq. 6 with w_paper = w - 1: (1 + w_p) eps(y) - w_p eps(null)."""
+    from ddpm_edu.sampling import model_output
+
+    cond, uncond = torch.full((1, 1, 2, 2), 3.0), torch.full((1, 1, 2, 2), -1.0)
+
+    def two_valued(x, t, y):
+        return torch.where((y == 10).view(-1, 1, 1, 1), uncond.expand_as(x), cond.expand_as(x))
+
+    two_valued.num_classes = 10
+    for w in (0.0, 1.0, 1.3, 3.0):
+        w_paper = w - 1
+        out = model_output(two_valued, torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long),
+                           torch.tensor([4]), guidance_scale=w)
+        torch.testing.assert_close(out, (1 + w_paper) * cond - w_paper * uncond)
+
+
+def test_hole_scores_look_only_inside_the_hole():
+    reference = torch.zeros(2, 1, 28, 28)
+    known = torch.ones(1, 1, 28, 28, dtype=torch.bool)
+    known[..., 7:21, 7:21] = False
+    x = reference.clone()
+    x[:, :, 7:21, 7:21] += 0.2  # 0.1 on [0, 1] pixels inside the hole: MSE 0.01, PSNR 20 dB
+    x[known.expand_as(x)] = 1.0  # known pixels far off: must not count
+    torch.testing.assert_close(evaluation.hole_psnr(x, reference, ~known), torch.full((2,), 20.0, dtype=x.dtype))
+    assert torch.equal(evaluation.hole_ssim(reference, reference, ~known), torch.ones(2, dtype=torch.float64))
+    assert (evaluation.hole_ssim(x, reference, ~known) < 1).all()
+
+
+def test_inpainting_table_rows(tiny, digits):
+    model, schedule = tiny
+    clean, labels = digits
+    masks = {"box": apps.make_mask("box")}
+    methods = {"fill": dict(method="replacement", steps=2, fills=3, mean_row=True),
+               "told": dict(method="replacement", steps=2, label_given=True)}
+    table, outputs = evaluation.inpainting_table(model, schedule, clean, labels, masks, methods, fills=2, fid=False)
+    rows = table["box"]
+    assert set(rows) == {"hole left black", "biharmonic (scikit-image)", "fill", "fill, mean of 3", "told"}
+    assert [name for name, r in rows.items() if r["label_given"]] == ["told"]
+    assert rows["fill"]["fills"] == 3 and rows["told"]["fills"] == 2 and rows["fill, mean of 3"]["fills"] == 1
+    assert math.isnan(rows["fill"]["fid"]) and math.isnan(rows["biharmonic (scikit-image)"]["diversity"])
+    fills = outputs["box"]["fill"].view(3, *clean.shape)
+    torch.testing.assert_close(outputs["box"]["fill, mean of 3"], fills.mean(0))
+    assert "*" in evaluation.format_inpainting(table)
+
+
+def test_typed_digit_is_a_centred_glyph_of_the_asked_height():
+    for digit in range(10):
+        x = evaluation.typed_digit(digit, height=20, jitter=0, scale=0)
+        assert x.shape == (1, 1, 28, 28) and x.min() == -1 and x.max() == 1
+        rows = torch.nonzero((x[0, 0] > -1).any(1)).flatten()
+        assert 17 <= rows[-1] - rows[0] + 1 <= 22, (digit, rows)  # 20 rows, give or take hinting
+        assert abs((rows[0] + rows[-1]).item() / 2 - 13.5) <= 1
+    g = torch.Generator().manual_seed(0)
+    assert not torch.equal(evaluation.typed_digit(3, generator=g), evaluation.typed_digit(3, generator=g))
+
+
+def test_results_script_quick_part_is_written_once(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "applications_tables.py"
+    spec = importlib.util.spec_from_file_location("applications_tables", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = ["--device", "cpu", "--quick", "--only", "sdedit", "--out-dir", str(tmp_path)]
+    script.main(args)
+    written = json.loads((tmp_path / "applications_sdedit.json").read_text())
+    assert written["command"] == "python benchmarks/applications_tables.py " + " ".join(args)
+    assert written["settings"]["quick"] and written["n"] == 6 and "hardware" in written
+    assert set(written["curve"]) == {"0.0", "0.5", "1.0"}
+    assert not list(tmp_path.glob("*.tmp"))
+    capsys.readouterr()
+    script.main(args)  # same settings: skipped
+    assert "has these settings already" in capsys.readouterr().out
+    assert json.loads((tmp_path / "applications_sdedit.json").read_text()) == written
 
 
 # ---- with the reference model ----
