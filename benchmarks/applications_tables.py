@@ -5,6 +5,10 @@
     python benchmarks/applications_tables.py --checkpoint DIR --device cuda --n 1000 --out-dir DIR   # on a GPU
     python benchmarks/applications_tables.py --device cpu --quick --out-dir /tmp/apps   # tiny sizes, < 1 minute
 
+The committed tables were made on a shared 2-core CPU (about 19 minutes in all) by
+    python benchmarks/applications_tables.py --only style inpainting synthesis denoising --n 50 --device cpu
+    python benchmarks/applications_tables.py --only sdedit --n 100 --device cpu
+
 Each part calls the same function of ddpm_edu.evaluation as the chapter's small version, with more images:
 
     synthesis    guidance sweep (FID, confidence, agreement, diversity over w; with and without clipping x0_hat)
@@ -194,9 +198,18 @@ def write_atomically(result: dict, path: Path) -> None:
         raise
 
 
+# The sizes each part depends on: changing one part's sizes recomputes that part only.
+PART_SIZES = {"synthesis": ("steps", "guidance_scales", "clip_scales"),
+              "denoising": ("sigmas", "denoise_steps", "denoise_samples"),
+              "inpainting": ("inpaint_steps", "repaint", "fills", "mean_fills"),
+              "sdedit": ("steps", "strengths"),
+              "style": ("steps", "style_strengths", "style_label_strengths", "style_guidance")}
+
+
 def settings_of(part: str, ctx) -> dict:
     """What determines a part's numbers: a stored JSON with equal settings is not recomputed."""
-    return {"part": part, "n": ctx.n, "quick": ctx.sizes is QUICK, "sizes": json.loads(json.dumps(ctx.sizes)),
+    sizes = {key: ctx.sizes[key] for key in PART_SIZES[part]}
+    return {"part": part, "n": ctx.n, "quick": ctx.sizes is QUICK, "sizes": json.loads(json.dumps(sizes)),
             "checkpoint": ctx.checkpoint}
 
 
