@@ -45,7 +45,7 @@ def test_quick_pipeline_runs_every_part_and_resumes(tmp_path):
     assert set(quality["goals"]) == {"conditional FID <= 1.5 x floor", "unconditional FID < held-out + noise 0.1",
                                      "weights <= 20 MB"}
     steps = json.loads((work / "data" / "steps_vs_fid.json").read_text())
-    assert steps["n"] == 20 and len(steps["cells"]) == 2 * (2 * 2 + 1)  # 2 conditions x (2 rows x 2 steps + DPM x 1)
+    assert steps["n"] == 20 and len(steps["cells"]) == 2 * 2  # 2 conditions x (DDPM at 2 steps, DPM-Solver at 2)
     assert (work / "data" / "ddim_clipping.npz").is_file()
     data = sorted(p.name for p in (work / "data").glob("*.json"))
     assert any(name.startswith("applications_") for name in data), data

@@ -71,8 +71,8 @@ def part_commands(part: str, args, work: Path) -> list[list[str]]:
         return [[py, "benchmarks/reference_quality.py", "--device", dev, "--threads", str(args.threads),
                  *checkpoint, *n, "--out", f"{data}/reference_quality.json"] + ([] if checkpoint else ["--no-card"])]
     if part == "steps":
-        size = (["--n", "20", "--steps", "2", "5", "--solver-steps", "3", "--batch-size", "20", "--clipping-steps",
-                 "2", "5", "--rows", "ddpm-small", "ddim-0", "dpmpp-2m"] if quick
+        size = (["--n", "20", "--steps", "2", "--solver-steps", "2", "--batch-size", "20", "--clipping-steps",
+                 "2", "3", "--rows", "ddpm-small", "dpmpp-2m"] if quick
                 else ["--n", str(args.n), "--batch-size", "1000"])
         return [[py, "benchmarks/steps_vs_fid.py", "--device", resolve_device(dev), *checkpoint, *size,
                  "--clipping-figure", "--out", f"{data}/steps_vs_fid.json"]]
