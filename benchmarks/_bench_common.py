@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -80,6 +81,9 @@ def common_args(description: str, layout_options: bool = True) -> argparse.Argum
 
 
 def setup(args) -> torch.device:
+    if getattr(args, "baselines", "") and importlib.util.find_spec("diffusers") is None:
+        print(f"diffusers is not installed (pip install -e '.[bench]'): timing ours only, not {args.baselines}")
+        args.baselines = ""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -218,8 +222,12 @@ def summary(values: list[float]) -> dict:
 
 
 def environment(device: torch.device) -> dict:
-    import diffusers
+    try:
+        import diffusers
 
+        diffusers_version = diffusers.__version__
+    except ImportError:
+        diffusers_version = None
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -230,7 +238,7 @@ def environment(device: torch.device) -> dict:
         pass
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
+           "torch": torch.__version__, "diffusers": diffusers_version, "python": platform.python_version(),
            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "device": str(device)}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

@@ -189,10 +189,9 @@ def main() -> None:
     args.steps = args.steps or (20 if cuda else 2)
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     args.budget = args.budget if args.budget is not None else (90.0 if cuda else 0.0)
-    args.models = ["ours"] + [b for b in args.baselines.split(",") if b]
-
     started = time.perf_counter()
-    device = common.setup(args)
+    device = common.setup(args)  # drops the baselines when diffusers is not installed
+    args.models = ["ours"] + [b for b in args.baselines.split(",") if b]
     rows = plan(args)
     dataset = load_dataset("mnist-subset", "train")
     out_dir = tempfile.mkdtemp(prefix="bench_train_")  # never written: no row saves a checkpoint
