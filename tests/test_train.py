@@ -327,7 +327,12 @@ def test_cli_train_kill_and_resume_matches_uninterrupted(tmp_path):
 def test_cli_train_shows_a_progress_bar_on_a_terminal(tmp_path):
     import pty
 
+    import fcntl
+    import struct
+    import termios
+
     main_fd, terminal = pty.openpty()  # stderr is a terminal, as in an interactive shell
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns: room for the bar
     proc = subprocess.Popen([sys.executable, "-m", "ddpm_edu", "train", "--preset", "tiny", "--steps", "5",
                              "--batch-size", "4", "--limit", "50", "--out", str(tmp_path / "run"), "--log-every", "5"],
                             stdout=subprocess.PIPE, stderr=terminal, text=True,
