@@ -415,3 +415,22 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     assert set(sums) == {0, 1} and sums[0] == sums[1], r.stdout
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "state.safetensors"]
     assert json.loads((out / "config.json").read_text())["hardware"].startswith("2 x CPU")
+
+
+def test_training_benchmark_quick_path_writes_its_rows(tmp_path):
+    """benchmarks/bench_train_throughput.py --quick: the Trainer's own step, ours and diffusers' UNet2DModel in the
+    same trainer, one row printed and written to the JSON."""
+    pytest.importorskip("diffusers")
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train_throughput.py"), "--quick",
+                        "--out", str(out)], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert (row["variant"], row["precision"], row["batch_size"]) == ("eager", "fp32", 8)
+    assert set(row["models"]) == {"ours", "diffusers-mnist"} and not result["skipped"] and not result["failed"]
+    assert all(m["images_per_s"]["median"] > 0 for m in row["models"].values())
+    assert result["parameters"] == {"ours": 1905601, "diffusers-mnist": 1708417}
+    assert 1.3e9 < result["flops_per_image"]["ours"] < 1.5e9 < result["flops_per_image"]["diffusers-mnist"]
+    assert re.search(r"eager +fp32 +8 +diffusers-mnist +[\d,]+ .* [\d.]+x", r.stdout), r.stdout
