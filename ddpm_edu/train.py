@@ -5,6 +5,7 @@ __all__ = ['COMPILE_MODES', 'learning_rate', 'EMA', 'TrainConfig', 'DistInfo', '
            'TrainingInterrupted', 'StopOnInterrupt', 'Trainer', 'clock', 'describe_hardware']
 
 # %% ../book/04_training.ipynb #8684c845
+import contextlib
 import copy
 import math
 import os
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .configs import PRESETS
 from .data import ImageDataset, check_dataset_name, load_dataset
-from .diffusion import PREDICTION_TYPES, check_finite, diffusion_loss
+from .diffusion import PREDICTION_TYPES, check_finite, diffusion_loss, trusted_inputs
 from .models import make_model
 from .schedules import SCHEDULES, make_schedule
 from .unet import count_parameters
@@ -318,8 +319,11 @@ class Trainer:
             group["lr"] = learning_rate(self.step, self.config.lr, self.config.warmup_steps, self.config.steps)
         if self.config.compile == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten
+        # sync-free mode: the batch was checked once (dataset at load, t and labels drawn in range), so the input
+        # checks of chapters 2-3 skip their value reads, each of which would make the GPU wait (`trusted_inputs`)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
+                            enabled=self.autocast_dtype is not None), \
+                (trusted_inputs() if self.sync_free else contextlib.nullcontext()):
             loss = diffusion_loss(self.train_model, self.schedule, x0, t, noise, labels, self.config.prediction_type)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -140,3 +140,27 @@ def test_check_int_batch_names_the_argument(value, words):
     with pytest.raises(ValueError) as info:
         check_int_batch("y", value, 2, 0, 10)
     assert words in str(info.value)
+
+
+def test_trusted_inputs_skips_only_value_checks_and_restores_them():
+    from ddpm_edu.diffusion import check_int_batch, trusted_inputs
+
+    schedule = make_schedule("linear", T=10)
+    nan = torch.full((1, 1, 2, 2), float("nan"))
+    with trusted_inputs():
+        with trusted_inputs():
+            q_sample(schedule, nan, torch.tensor([3]))  # value checks off, nested
+        assert check_int_batch("t", torch.tensor([99]), 1, 0, 10).tolist() == [99]  # range not read
+        with pytest.raises(ValueError, match="must have shape"):  # shapes and types are still checked
+            check_int_batch("t", torch.tensor([1, 2]), 1, 0, 10)
+        with pytest.raises(TypeError, match="must be a torch.Tensor"):
+            q_sample(schedule, nan.numpy(), torch.tensor([3]))
+    with pytest.raises(ValueError, match="contains NaN"):
+        q_sample(schedule, nan, torch.tensor([3]))
+    try:
+        with trusted_inputs():
+            raise KeyError("boom")
+    except KeyError:
+        pass
+    with pytest.raises(ValueError, match=r"t must lie in \[0, T\)"):  # restored after an exception too
+        q_sample(schedule, torch.zeros(1, 1, 2, 2), torch.tensor([10]))

@@ -33,7 +33,7 @@ def test_quick_pipeline_runs_every_part_and_resumes(tmp_path):
     done = run("--device", "cpu", "--quick", "--threads", "1", "--work-dir", str(work))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     manifest = json.loads((work / "manifest.json").read_text())
-    assert list(manifest["parts"]) == list(PARTS)
+    assert sorted(manifest["parts"]) == sorted(PARTS)
     assert all(entry["seconds"] > 0 and entry["commands"] for entry in manifest["parts"].values())
 
     # the model it trained, with its card, and the tables scored on that model at the quick sizes

@@ -133,21 +133,26 @@ def test_sync_free_guard_skips_a_non_finite_step_and_keeps_the_checkpoint(tmp_pa
 
 
 def test_training_step_has_no_host_read_in_sync_free_mode(tmp_path, monkeypatch):
-    """Tensor.item / tolist / __bool__ are the host reads a GPU would wait for; the trainer's own step makes none
-    (the input checks of chapters 2-3, inside diffusion_loss and the model, are counted apart)."""
-    import ddpm_edu.train as train_module
+    """Tensor.item / tolist / __bool__ / __int__ / __float__ are the host reads a GPU would wait for; a whole step
+    (batch, loss through the real U-Net, backward, clipping, AdamW, EMA) makes none: the input checks of chapters 2-3
+    skip their value reads inside `trusted_inputs()`, which only the sync-free step enters."""
+    from ddpm_edu.diffusion import q_sample, trusted_inputs
 
     t = SyncFreeTrainer(tiny_config(tmp_path / "run"))
     reads = []
-    for name in ("item", "tolist", "__bool__"):
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
         original = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name: reads.append(_n) or _o(self, *a))
-    monkeypatch.setattr(train_module, "diffusion_loss",
-                        lambda model, schedule, x0, t_, noise, labels, kind: (model.stem(x0) ** 2).mean())
     for _ in range(3):
         t.train_step()
     monkeypatch.undo()
     assert reads == [] and t.step == 3
+    # the checks are only suspended: outside the block (and after it) a NaN image is refused again
+    bad = torch.full((2, 1, 4, 4), float("nan"))
+    with trusted_inputs():
+        q_sample(t.schedule, bad, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="x0 contains NaN"):
+        q_sample(t.schedule, bad, torch.tensor([1, 2]))
 
 
 def test_channels_last_trains_resumes_and_is_saved(tmp_path):
