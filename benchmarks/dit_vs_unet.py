@@ -19,11 +19,10 @@ reads the JSON; it never trains these models itself.
     python benchmarks/dit_vs_unet.py --quick --out /tmp/dvu.json   # a few seconds: checks the plumbing
     python benchmarks/dit_vs_unet.py --device cuda     # the same budget on a GPU
 """
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see _bench_common.py)
+import _bench_common as common  # first: sets OMP_WAIT_POLICY before torch loads
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -87,15 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {cpu}, {torch.get_num_threads()} threads ({os.cpu_count()} cores visible)"
+    return f"CPU {common.cpu_name()}, {torch.get_num_threads()} threads ({os.cpu_count()} cores visible)"
 
 
 def build(name: str, device: torch.device):

