@@ -19,7 +19,11 @@ reads the JSON; it never trains these models itself.
     python benchmarks/dit_vs_unet.py --quick --out /tmp/dvu.json   # a few seconds: checks the plumbing
     python benchmarks/dit_vs_unet.py --device cuda     # the same budget on a GPU
 """
-import _bench_common as common  # first: sets OMP_WAIT_POLICY before torch loads
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported from elsewhere (tests)
+import _bench_common as common  # noqa: E402  (first: sets OMP_WAIT_POLICY before torch loads)
 
 import argparse  # noqa: E402
 import os  # noqa: E402
@@ -27,9 +31,7 @@ import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shlex  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
