@@ -58,6 +58,17 @@ def peak_tflops(device: torch.device) -> tuple[str, dict] | tuple[None, None]:
     return None, None
 
 
+# The set-ups every throughput benchmark can time, in the order they run: name -> (torch.compile mode, channels_last).
+# 'reduce-overhead' (CUDA graphs) before 'compile': the likelier winner, and it fills the compiler's caches that the
+# 'compile' row then reuses.
+VARIANTS = {
+    "eager": ("none", False),
+    "channels-last": ("none", True),
+    "reduce-overhead": ("reduce-overhead", False),
+    "compile": ("default", False),
+}
+
+
 def common_args(description: str, layout_options: bool = True) -> argparse.ArgumentParser:
     """The options every benchmark shares; layout_options adds --channels-last and --compile (applied to every
     model), for the scripts that do not time those variants side by side."""

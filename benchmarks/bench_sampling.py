@@ -13,7 +13,7 @@ Models are timed interleaved (A, B, A, B, ...); the ratios are of medians. Each 
 timed. --variants runs several set-ups in one invocation, each model rebuilt for it: eager, channels-last,
 compile (torch.compile, default mode) and reduce-overhead (torch.compile capturing CUDA graphs). On a GPU the
 default is eager, reduce-overhead and channels-last, fp32 and bf16, DDPM timed over its last 200 steps, and a time
-budget of 150 s (--time-budget: no new row starts after it; the rows not run are listed), so that the training and
+budget of 150 s (--budget: no new row starts after it; the rows not run are listed), so that the training and
 sampling benchmarks fit in 3 minutes together. Without diffusers installed, only ours is timed.
 
     python benchmarks/bench_sampling.py                         # CPU, fp32, eager, ~4-6 minutes on 2 busy cores
@@ -73,16 +73,17 @@ def diffusers_runner(model, x_T, labels, device, precision, sampler: str, steps:
     return run
 
 
-VARIANTS = ("eager", "channels-last", "compile", "reduce-overhead")
+VARIANTS = common.VARIANTS
 
 
 def variant_args(args, variant: str):
     """A copy of args set up for one variant (models are rebuilt per variant)."""
     if variant not in VARIANTS:
         raise SystemExit(f"error: --variants: expected a comma list of {', '.join(VARIANTS)}, got {variant!r}")
+    mode, channels_last = VARIANTS[variant]
     v = copy.copy(args)
-    v.channels_last = args.channels_last or variant == "channels-last"
-    v.compile = {"compile": "default", "reduce-overhead": "reduce-overhead"}.get(variant, args.compile)
+    v.channels_last = args.channels_last or channels_last
+    v.compile = args.compile if mode == "none" else mode
     return v
 
 
@@ -97,7 +98,8 @@ def main() -> None:
     parser.add_argument("--variants", default=None,
                         help=f"comma list of {', '.join(VARIANTS)} "
                              "(default: eager,reduce-overhead,channels-last on a GPU, eager on a CPU)")
-    parser.add_argument("--time-budget", type=float, default=None, help="seconds; no new row starts after it")
+    parser.add_argument("--budget", "--time-budget", dest="time_budget", type=float, default=None,
+                        help="seconds; no new row starts after it (default on a GPU: 150)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
     parser.add_argument("--report", default=None, help="only print the tables of an earlier result JSON")
     args = parser.parse_args()

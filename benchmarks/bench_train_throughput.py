@@ -40,12 +40,7 @@ from ddpm_edu.data import load_dataset
 from ddpm_edu.train import TrainConfig, Trainer
 
 SCRIPT = "bench_train_throughput"
-VARIANTS = {  # name: (compile mode, channels_last)
-    "eager": ("none", False),
-    "channels-last": ("none", True),
-    "reduce-overhead": ("reduce-overhead", False),  # before 'compile': the likelier winner, and it fills the
-    "compile": ("default", False),                  # compiler's caches that the 'compile' row then reuses
-}
+VARIANTS = common.VARIANTS
 DEFAULT_COST_S = {"eager": 6.0, "compiled": 45.0}  # cost guesses for a row before one of its kind was measured
 
 

@@ -101,11 +101,10 @@ def args_has_model(args, work: Path) -> bool:
 
 
 def resolve_device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
+    """'auto' made concrete (the scripts that take only 'cpu' or 'cuda' get the same device as the others)."""
+    from ddpm_edu.utils import pick_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(pick_device(name))
 
 
 def shown(command: list[str]) -> str:
