@@ -54,11 +54,11 @@ PARTS = ("synthesis", "denoising", "inpainting", "sdedit", "style")
 # The sizes of each part: the full run, and --quick (a smoke test of the whole pipeline, not a measurement).
 FULL = dict(steps=20, guidance_scales=(0.0, 1.0, 1.5, 2.0, 3.0), clip_scales=(3.0,),
             sigmas=(0.1, 0.2, 0.3, 0.5), denoise_steps=5, denoise_samples=4,
-            inpaint_steps=10, repaint=(5, 10), fills=2, mean_fills=4,
+            inpaint_steps=10, repaint=(25, 1, 10), fills=2, mean_fills=4,
             strengths=(0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0), style_strengths=(0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
             style_label_strengths=(0.4, 0.6, 0.8, 1.0), style_guidance=2.0)
 QUICK = dict(steps=2, guidance_scales=(0.0, 1.0, 3.0), clip_scales=(3.0,), sigmas=(0.2, 0.5), denoise_steps=2,
-             denoise_samples=2, inpaint_steps=3, repaint=(2, 2), fills=2, mean_fills=2,
+             denoise_samples=2, inpaint_steps=3, repaint=(4, 2, 2), fills=2, mean_fills=2,
              strengths=(0.0, 0.5, 1.0), style_strengths=(0.0, 0.5, 1.0), style_label_strengths=(1.0,),
              style_guidance=2.0)
 
@@ -103,12 +103,24 @@ def denoising(ctx) -> tuple[dict, str]:
     return {"n": ctx.n, "table": {str(k): v for k, v in table.items()}}, evaluation.format_denoising(table)
 
 
-def inpainting_methods(s: dict) -> dict:
-    steps, (j, r) = s["inpaint_steps"], s["repaint"]
+def repaint_evaluations(T: int, steps: int, jump: int, resample: int) -> int:
+    """Network evaluations of one RePaint fill: the downward moves of its schedule (the jumps up cost none)."""
+    plan = apps.repaint_timesteps(T, steps, jump, resample)
+    return sum(1 for t, t_next in zip(plan, plan[1:] + [-1]) if t_next < t)
+
+
+def inpainting_methods(s: dict, T: int = 1000) -> dict:
+    """The diffusion rows of the inpainting table. RePaint follows the paper's setting (Lugmayr et al. 2022:
+    jump j = 10 and r = 10 resamplings over T = 250 respaced steps) scaled to fewer steps: s['repaint'] =
+    (respaced steps, j, r) keeps the jump at the same share of the trajectory (10 / 250 = 1 / 25) and r = 10.
+    Replacement is also run with as many DDPM steps as RePaint's network evaluations (matched cost)."""
+    steps, (rp_steps, j, r) = s["inpaint_steps"], s["repaint"]
+    matched = repaint_evaluations(T, rp_steps, j, r)
     return {f"replacement, DDPM {steps} steps": dict(method="replacement", steps=steps, fills=s["mean_fills"],
                                                      mean_row=True),
-            f"RePaint, {steps} steps, jump {j}, resample {r}": dict(method="repaint", steps=steps, jump_length=j,
-                                                                    resample=r),
+            f"RePaint {rp_steps} steps, j {j}, r {r} ({matched} evals)":
+                dict(method="repaint", steps=rp_steps, jump_length=j, resample=r, fills=1),
+            f"replacement, DDPM {matched} steps (matched)": dict(method="replacement", steps=matched, fills=1),
             f"replacement, {steps} steps, label given": dict(method="replacement", steps=steps, label_given=True)}
 
 
@@ -116,7 +128,7 @@ def inpainting(ctx) -> tuple[dict, str]:
     s = ctx.sizes
     clean, labels = heldout_digits(ctx.n)
     masks = {name: apps.make_mask(name, generator=torch.Generator().manual_seed(0)) for name in apps.MASK_SHAPES}
-    table, _ = evaluation.inpainting_table(ctx.model, ctx.schedule, clean, labels, masks, inpainting_methods(s),
+    table, _ = evaluation.inpainting_table(ctx.model, ctx.schedule, clean, labels, masks, inpainting_methods(s, ctx.schedule.T),
                                            fills=s["fills"], prediction_type=ctx.pt)
     floor = frechet_distance(clean)
     result = {"n": ctx.n, "fills": s["fills"], "table": table, "floor_fid": floor,

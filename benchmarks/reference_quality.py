@@ -8,7 +8,7 @@ Draws 1,000 DDIM-50 samples twice (classes 0-9 in turn, and without labels), sco
 ddpm_edu.metrics (FID in the shipped classifier's feature space against the 4,000 training images, classifier
 confidence, class coverage, median nearest-training-image distance) beside the calibration sets of the same size,
 and writes book/data/reference_quality.json (--out) plus a "quality" entry in the checkpoint's config.json and
-MODEL_CARD.md (when it has one). It also reads off issue 13's goals: conditional FID at most 1.5 x the held-out
+MODEL_CARD.md (when it has one). It also reads off the reference model's goals: conditional FID at most 1.5 x the held-out
 floor, unconditional FID below the "held-out + noise sigma = 0.1" row, weights at most 20 MB.
 """
 
@@ -76,7 +76,7 @@ def main() -> None:
 
 
 def goals(result: dict) -> dict:
-    """Issue 13's reference-model goals, read off the numbers (True = met)."""
+    """The reference model's goals, read off the numbers (True = met)."""
     cal = result["calibration"]
     floor = next(v["fid"] for k, v in cal.items() if "floor" in k)
     noisy = next(v["fid"] for k, v in cal.items() if "noise" in k and "pure" not in k)
@@ -121,8 +121,8 @@ training images), classifier confidence and class coverage; n = {result['n']} pe
 
 
 def verdict(result: dict) -> str:
-    """Issue 5's target, read off the numbers: DDIM-50 samples nearer the real floor than noisy held-out digits;
-    then issue 13's goals."""
+    """The target, read off the numbers: DDIM-50 samples nearer the real floor than noisy held-out digits;
+    then the reference model's goals."""
     cal, lines = result["calibration"], []
     floor = next(v["fid"] for k, v in cal.items() if "floor" in k)
     noisy = next(v["fid"] for k, v in cal.items() if "noise" in k and "pure" not in k)
@@ -131,8 +131,8 @@ def verdict(result: dict) -> str:
         lines.append(f"- {name}: FID {s['fid']:.2f} is {'closer to' if closer else 'farther from'} the floor "
                      f"({floor:.2f}) than held-out digits with noise sigma = 0.1 ({noisy:.2f}); "
                      f"{round(s['coverage'] * 10)} of 10 classes present.")
-    lines += [f"- goal (issue 13): {name}: {'met' if ok else 'not met'}" for name, ok in goals(result).items()]
-    return "\nTarget (issue 5): DDIM-50 samples closer to the floor than noisy held-out digits, every class present.\n\n" + \
+    lines += [f"- goal: {name}: {'met' if ok else 'not met'}" for name, ok in goals(result).items()]
+    return "\nTarget: DDIM-50 samples closer to the floor than noisy held-out digits, every class present.\n\n" + \
         "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ddpm_edu.checkpoint import load_model, write_json
-from ddpm_edu.metrics import calibration, quality_scores
+from ddpm_edu.metrics import calibration, calibration_sets, fid_interval, quality_scores
 from ddpm_edu.sampling import SAMPLERS, sample, sample_n
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,10 +43,11 @@ ROWS = {  # --rows key -> (name in the table, registered sampler, its options)
     "ddim-0.5": ("DDIM, η = 0.5", "ddim", {"eta": 0.5}),
     "ddim-1": ("DDIM, η = 1", "ddim", {"eta": 1.0}),
     "dpmpp-2m": ("DPM-Solver++(2M)", "dpmpp-2m", {}),
+    "sde-dpmpp-2m": ("SDE-DPM-Solver++(2M)", "sde-dpmpp-2m", {}),
 }
 ROWS.update({name: (cls.__name__, name, {}) for name, cls in SAMPLERS.items()  # a newly registered sampler gets
              if name not in {sampler for _, sampler, _ in ROWS.values()}})  # a row with its default options
-SOLVERS = {"dpmpp-2m"}  # rows that run at --solver-steps instead of --steps
+SOLVERS = {"dpmpp-2m", "sde-dpmpp-2m"}  # rows that run at --solver-steps instead of --steps
 CONDITIONS = {"cond": "classes in turn", "uncond": "no labels"}
 
 
@@ -66,8 +67,11 @@ def load_table(path: Path, n: int, seed: int) -> dict:
     return table
 
 
-def scores_of(x: torch.Tensor) -> dict:
-    scores = {k: v for k, v in quality_scores(x).items() if k != "histogram"}
+def scores_of(x: torch.Tensor, boot: int = 200) -> dict:
+    """quality_scores (with the class histogram), the FID's 95% bootstrap interval and the mean pixel value."""
+    scores = quality_scores(x)
+    interval = fid_interval(x, boot=boot)
+    scores["fid_ci"], scores["fid_boot_sd"] = interval["ci"], interval["boot_sd"]
     scores["mean_pixel"] = round(((x.float().clamp(-1, 1) + 1) / 2).mean().item(), 4)
     return scores
 
@@ -115,6 +119,7 @@ def main() -> None:
     parser.add_argument("--clipping-figure", action="store_true", help="also store chapter 5's clipping lesson images")
     parser.add_argument("--clipping-steps", type=int, nargs=2, default=[50, 1000],
                         help="the two DDIM step counts of the clipping figure (chapter 5 reads 50 and 1000)")
+    parser.add_argument("--boot", type=int, default=200, help="bootstrap resamplings of each FID's interval")
     parser.add_argument("--out", type=Path, default=ROOT / "book" / "data" / "steps_vs_fid.json")
     args = parser.parse_args()
     unknown = {ROWS[key][1] for key in args.rows} - set(SAMPLERS)
@@ -131,6 +136,9 @@ def main() -> None:
     table["checkpoint"] = args.checkpoint or "reference"
     table["calibration"] = {name: {k: v for k, v in s.items() if k != "histogram"}
                             for name, s in calibration(args.n).items()}
+    for name, images in calibration_sets(args.n).items():
+        interval = fid_interval(images, boot=args.boot)
+        table["calibration"][name]["fid_ci"], table["calibration"][name]["fid_boot_sd"] = interval["ci"], interval["boot_sd"]
     image_shape = model_image_shape(model)
     num_classes = model.config.num_classes
     for condition in args.conditions:
@@ -147,7 +155,7 @@ def main() -> None:
                              generator=torch.Generator(device).manual_seed(args.seed), sampler=sampler, steps=steps,
                              **options)
                 seconds = time.time() - start
-                table["cells"][cell_key] = {**scores_of(x), "seconds": round(seconds, 1), "hardware": hardware(device),
+                table["cells"][cell_key] = {**scores_of(x, args.boot), "seconds": round(seconds, 1), "hardware": hardware(device),
                                             "torch": torch.__version__,
                                             "date": datetime.date.today().isoformat()}
                 print(f"{CONDITIONS[condition]:15s} {row:18s} {steps:5d} steps  FID {table['cells'][cell_key]['fid']:8.2f}"

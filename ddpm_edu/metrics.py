@@ -4,7 +4,8 @@
 __all__ = ['CLASSIFIER_FILE', 'DIGIT_SHAPE', 'CALIBRATION_SETS', 'DigitClassifier', 'accuracy', 'train_classifier',
            'classifier_path', 'load_classifier', 'ClassifierFeatures', 'check_digit_images', 'reference_images',
            'frechet_distance', 'classifier_scores', 'nearest_train_distance', 'quality_scores', 'gaussian_blur',
-           'calibration_sets', 'calibration', 'quality_report', 'format_report', 'memorization_check']
+           'calibration_sets', 'calibration', 'quality_report', 'format_report', 'memorization_check',
+           'feature_vectors', 'frechet_from_stats', 'fid_interval', 'verdict']
 
 # %% ../book/05_inference.ipynb #aa155cc0
 import functools
@@ -264,3 +265,62 @@ def memorization_check(samples: torch.Tensor, quantile: float = 0.01) -> dict:
     return {"samples_median": ours.median().item(), "heldout_median": heldout.median().item(),
             "threshold": threshold, "fraction_below": (ours < threshold).double().mean().item(),
             "quantile": quantile, "distances": ours}
+
+# %% ../book/05_inference.ipynb #86d5eee3
+@functools.lru_cache(maxsize=1)
+def _train_feature_stats() -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance (float64) of the classifier features of the 4,000 training digits."""
+    return _mean_cov(feature_vectors(reference_images("train") * 2.0 - 1.0))
+
+
+def feature_vectors(x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """The classifier's FID features of images x in [-1, 1]: float64 (N, 64)."""
+    images = _as_unit_range(x)
+    features = ClassifierFeatures(load_classifier())
+    return torch.cat([features(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+def _mean_cov(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mu = f.mean(0)
+    centred = f - mu
+    return mu, centred.T @ centred / (len(f) - 1)
+
+
+def frechet_from_stats(mu1, cov1, mu2, cov2) -> float:
+    """|mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)) (Heusel et al. 2017). The trace of the matrix square
+    root is the sum of the square roots of the eigenvalues of cov1 cov2 (real and >= 0: it is similar to
+    cov1^(1/2) cov2 cov1^(1/2))."""
+    eigenvalues = torch.linalg.eigvals(cov1 @ cov2).real.clamp(min=0)
+    return float(((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * eigenvalues.sqrt().sum())
+
+
+def fid_interval(x: torch.Tensor, boot: int = 200, seed: int = 0) -> dict:
+    """FID of images x in [-1, 1] with a 95% interval: FID +- 1.96 s, s the standard deviation of the FID over
+    `boot` bootstrap resamplings of the samples (the training digits stay fixed).
+    Returns {'fid', 'ci': [low, high], 'boot_sd', 'n'}."""
+    if not isinstance(boot, int) or isinstance(boot, bool) or boot < 20:
+        raise ValueError(f"boot must be an int >= 20 (bootstrap resamplings), got {boot!r}")
+    f = feature_vectors(x)
+    mu_r, cov_r = _train_feature_stats()
+    value = frechet_from_stats(*_mean_cov(f), mu_r, cov_r)
+    g = torch.Generator().manual_seed(seed)
+    draws = torch.tensor([frechet_from_stats(*_mean_cov(f[torch.randint(len(f), (len(f),), generator=g)]), mu_r, cov_r)
+                          for _ in range(boot)])
+    sd = draws.std().item()
+    return {"fid": value, "ci": [value - 1.96 * sd, value + 1.96 * sd], "boot_sd": sd, "n": len(f)}
+
+
+def verdict(name_a: str, a: dict, name_b: str, b: dict, digits: int = 2) -> str:
+    """One sentence comparing two scored cells {'fid', 'ci': [low, high]} (lower FID is better): 'A is better
+    than B' only when the two 95% intervals do not overlap, else 'A and B are within noise of each other'."""
+    for name, cell in ((name_a, a), (name_b, b)):
+        if "ci" not in cell or len(cell["ci"]) != 2:
+            raise ValueError(f"{name}: a cell needs 'fid' and a 95% interval 'ci' = [low, high]")
+    def show(cell):
+        return f"{cell['fid']:.{digits}f} [{cell['ci'][0]:.{digits}f}, {cell['ci'][1]:.{digits}f}]"
+    if a["ci"][1] < b["ci"][0]:
+        return f"{name_a} is better than {name_b}: FID {show(a)} vs {show(b)}"
+    if b["ci"][1] < a["ci"][0]:
+        return f"{name_b} is better than {name_a}: FID {show(b)} vs {show(a)}"
+    return f"{name_a} and {name_b} are within noise of each other: FID {show(a)} vs {show(b)}"
+

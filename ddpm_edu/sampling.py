@@ -3,7 +3,8 @@
 # %% auto #0
 __all__ = ['SPACINGS', 'VARIANCES', 'SAMPLERS', 'ddpm_step', 'ddim_step', 'Sampler', 'register_sampler', 'DDPMSampler',
            'DDIMSampler', 'make_sampler', 'sampling_timesteps', 'null_label_of', 'prediction_type_of', 'model_output',
-           'predict_x0_eps', 'Trajectory', 'as_sampler', 'renoise_step', 'sample', 'sample_n', 'DPMSolverPP2M']
+           'predict_x0_eps', 'Trajectory', 'as_sampler', 'renoise_step', 'sample', 'sample_n', 'DPMSolverPP2M',
+           'SDEDPMSolverPP2M']
 
 # %% ../book/05_inference.ipynb #ca4a15b9
 import inspect
@@ -458,3 +459,44 @@ class DPMSolverPP2M(Sampler):
             d = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * x0_prev
         self._previous = (lambda_t, x0_hat)
         return (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * d
+
+# %% ../book/05_inference.ipynb #a395dabd
+@register_sampler
+class SDEDPMSolverPP2M(Sampler):
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, 'DPM-Solver++', the SDE variant; diffusers'
+    algorithm_type='sde-dpmsolver++' with the midpoint rule): a second-order multistep solver of the reverse SDE.
+
+    x_s = (sigma_s / sigma_t) exp(-h) x_t + alpha_s (1 - exp(-2h)) D + sigma_s sqrt(1 - exp(-2h)) z,
+    h = lambda_s - lambda_t, D as in `DPMSolverPP2M` (x0_hat on the first and on the last step). With D = x0_hat
+    the step is DDPM's with the small variance. Draws fresh noise at every step but the last.
+    """
+
+    name = "sde-dpmpp-2m"
+    needs_noise = True
+    default_steps = 20
+
+    def __init__(self):
+        self._previous = None  # (lambda, x0_hat) of the last step taken
+
+    def start(self) -> None:
+        self._previous = None
+
+    def step(self, x, x0_hat, eps_hat, alpha_bar_t, alpha_bar_prev, noise=None):
+        if alpha_bar_prev >= 1.0:  # to the clean image: sigma_s = 0, exp(-h) = 0, x_s = x0_hat
+            self._previous = None
+            return x0_hat
+        alpha_t, sigma_t = math.sqrt(alpha_bar_t), math.sqrt(1.0 - alpha_bar_t)
+        alpha_s, sigma_s = math.sqrt(alpha_bar_prev), math.sqrt(1.0 - alpha_bar_prev)
+        lambda_t, lambda_s = math.log(alpha_t / sigma_t), math.log(alpha_s / sigma_s)
+        h = lambda_s - lambda_t
+        d = x0_hat
+        if self._previous is not None:
+            lambda_prev, x0_prev = self._previous
+            r = (lambda_t - lambda_prev) / h
+            d = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * x0_prev
+        self._previous = (lambda_t, x0_hat)
+        x_s = (sigma_s / sigma_t) * math.exp(-h) * x + alpha_s * -math.expm1(-2.0 * h) * d
+        if noise is not None:
+            x_s = x_s + sigma_s * math.sqrt(-math.expm1(-2.0 * h)) * noise
+        return x_s
+

@@ -66,6 +66,44 @@ def test_dpm_solver_pp_2m_matches_diffusers(sched, steps):
     assert abs(x.abs().mean().item() - ref_mean) < 1e-4
 
 
+# SDE-DPM-Solver++(2M) against diffusers 0.42.1, computed once with the same scheduler and algorithm_type=
+# "sde-dpmsolver++" (midpoint rule): x = s.step(x * t / (t + 1), t, x, generator=torch.manual_seed(0)).prev_sample.
+# diffusers draws its noise from that generator at every step (the last draw is multiplied by sigma = 0); ours
+# draws the same numbers in the same order and none at the last step.
+SDE_DPM_GOLDEN = {10: (278.8483, 0.363084), 25: (298.5156, 0.388692)}
+
+
+@pytest.mark.parametrize("steps", sorted(SDE_DPM_GOLDEN))
+def test_sde_dpm_solver_pp_2m_matches_diffusers(sched, steps):
+    ref_sum, ref_mean = SDE_DPM_GOLDEN[steps]
+    x = sample(dummy_model, sched, x_T=dummy_sample_deter(), sampler="sde-dpmpp-2m", timesteps=DPM_GOLDEN[steps][0],
+               clip_x0=False, generator=torch.manual_seed(0))
+    assert abs(x.abs().sum().item() - ref_sum) < 1e-2
+    assert abs(x.abs().mean().item() - ref_mean) < 1e-4
+
+
+def test_sde_dpm_solver_pp_2m_matches_diffusers_live(sched):
+    diffusers = pytest.importorskip("diffusers")
+    s = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
+                                              beta_schedule="linear", solver_order=2, algorithm_type="sde-dpmsolver++")
+    s.set_timesteps(15)
+    g, x = torch.manual_seed(3), dummy_sample_deter()
+    for t in s.timesteps:
+        x = s.step(x * t / (t + 1), t, x, generator=g).prev_sample
+    ours = sample(dummy_model, sched, x_T=dummy_sample_deter(), sampler="sde-dpmpp-2m",
+                  timesteps=s.timesteps.tolist(), clip_x0=False, generator=torch.manual_seed(3))
+    assert (ours - x).abs().max().item() < 1e-4
+
+
+def test_sde_dpm_solver_first_order_step_is_ddpm_small():
+    g = torch.Generator().manual_seed(0)
+    x, x0_hat, z = (torch.randn(2, 1, 4, 4, generator=g) for _ in range(3))
+    from ddpm_edu.sampling import SDEDPMSolverPP2M
+    for ab_t, ab_s in ((0.01, 0.2), (0.5, 0.9)):
+        got = SDEDPMSolverPP2M().step(x, x0_hat, None, ab_t, ab_s, z)
+        assert torch.allclose(got, ddpm_step(x, x0_hat, ab_t, ab_s, "small", z), atol=1e-6)
+
+
 @pytest.mark.parametrize("spacing, expected", [
     ("trailing", [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]),
     ("linspace", [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]),

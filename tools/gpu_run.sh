@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's GPU run, as one script, for a task that is lent a GPU machine (the device tool's `run`).
+# The book's GPU run, as one script, for a GPU machine without internet access.
 #
 # Prepare once, here, in the repository root (the GPU machine has PyTorch 2.11 on Python 3.12 but not mlxtend,
 # diffusers or importlib_metadata, and reaches no package index):
