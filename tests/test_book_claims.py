@@ -13,12 +13,14 @@ SUMMARY = re.sub(r"\s+", " ", (ROOT / "book" / "summary.md").read_text(encoding=
 
 def test_summary_states_the_reference_models_training_as_its_card_does():
     params = f"{CONFIG['parameters'] / 1e6:.1f}M parameters"
-    steps = f"{CONFIG['step']:,} steps"
-    where = "on a 2-core CPU" if CONFIG["train"]["device"] == "cpu" else "on a GPU"
-    precision = "in bf16 autocast" if CONFIG["train"]["precision"] == "bf16" else "in fp32"
+    steps = f"{CONFIG['step']:,} steps of {CONFIG['train']['batch_size']} images"
+    hardware = CONFIG["card"]["hardware"]
+    on_cpu = CONFIG["train"]["device"] == "cpu"
+    where = "on a 2-core CPU" if on_cpu else "on one " + hardware.removeprefix("1 x ").split(",")[0]
+    precision = "in bf16 autocast" if CONFIG["train"]["precision"] == "bf16" else "in fp32"  # auto is fp32 (chapter 4)
     sentence = f"The shipped reference model ({params}) was trained for {steps} {where} {precision}."
     assert sentence in SUMMARY, f"summary.md should say: {sentence!r}"
-    assert CONFIG["card"]["hardware"].startswith("1 x CPU (2 threads)") == (where == "on a 2-core CPU")
+    assert hardware.startswith("1 x CPU (2 threads)") == on_cpu
 
 
 def test_summary_pastes_numbers_only_from_glue_keys_the_chapters_store():
