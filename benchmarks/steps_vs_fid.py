@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the reference model)")
     parser.add_argument("--n", type=int, default=1000, help="samples per cell (at most 1000: the held-out size)")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000])
-    parser.add_argument("--solver-steps", type=int, nargs="+", default=[5, 10, 15, 20],
+    parser.add_argument("--solver-steps", type=int, nargs="+", default=[5, 10, 15, 20, 25],
                         help="step counts of the high-order solvers (%(default)s)")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))

@@ -43,15 +43,19 @@ def reader_texts():
                  *sorted((ROOT / "ddpm_edu" / "pretrained").rglob("*.md"))]:
         yield str(path.relative_to(ROOT)), path.read_text(encoding="utf-8")
     for path in sorted((ROOT / "book" / "data").glob("*.json")):
-        yield str(path.relative_to(ROOT)), json.dumps(_strings(json.loads(path.read_text(encoding="utf-8"))))
+        yield str(path.relative_to(ROOT)), json.dumps(_printed(json.loads(path.read_text(encoding="utf-8"))))
 
 
-def _strings(value):
+PRINTED_KEYS = {"printed", "command", "commands", "hardware", "sampler", "note"}
+
+
+def _printed(value):
+    """The text a data file shows a reader (its printed table, commands, hardware), not ids such as weight hashes."""
     if isinstance(value, dict):
-        return [_strings(v) for v in value.values()]
+        return [v if k in PRINTED_KEYS else _printed(v) for k, v in value.items()]
     if isinstance(value, list):
-        return [_strings(v) for v in value]
-    return value if isinstance(value, str) else None
+        return [_printed(v) for v in value]
+    return None
 
 
 def stored_outputs(path: Path):

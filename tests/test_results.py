@@ -86,3 +86,14 @@ def test_work_dir_made_with_other_settings_is_refused(tmp_path):
     file.write_text("x")
     done = run("--work-dir", str(file), timeout=60)
     assert done.returncode == 2 and "is a file, not a folder" in done.stderr
+
+
+def test_plan_is_printed_and_budget_stops_between_parts(tmp_path):
+    work = tmp_path / "w"
+    done = run("--device", "cpu", "--quick", "--threads", "1", "--work-dir", str(work), "--only", "quality", "steps",
+               "--budget", "20", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "=== plan" in done.stdout and "quality" in done.stdout.split("=== plan")[1].split("===")[0]
+    assert "stopped by --budget 20 s" in done.stdout and "not run: steps" in done.stdout
+    manifest = json.loads((work / "manifest.json").read_text())
+    assert list(manifest["parts"]) == ["quality"]  # the part that fitted ran and was recorded; nothing installed

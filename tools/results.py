@@ -53,6 +53,11 @@ RECIPE = ["--preset", "default", "--steps", "14000", "--batch-size", "256", "--l
           "--ema-decay", "0.9995", "--label-dropout", "0.2"]
 QUICK_RECIPE = ["--preset", "tiny", "--steps", "12", "--batch-size", "16", "--lr", "0.001", "--ema-decay", "0.9"]
 PARTS = ("train", "quality", "steps", "applications", "dit", "bench-train", "bench-sample")
+# Seconds each part is expected to take, for the plan printed before a run and for --budget: on one H200 (the
+# 2026-12-04 run's manifest where a part finished there; train: ~45 s of compilation plus 14,000 x 256 images at the
+# ~21,000 images/s measured with CUDA graphs; the others: estimates) and with --quick on the 2-core CPU.
+ESTIMATES = {"train": (220, 40), "quality": (25, 15), "steps": (300, 40), "applications": (120, 60), "dit": (60, 30),
+             "bench-train": (100, 30), "bench-sample": (60, 20)}
 
 
 def part_commands(part: str, args, work: Path) -> list[list[str]]:
@@ -62,9 +67,10 @@ def part_commands(part: str, args, work: Path) -> list[list[str]]:
     if part == "train":
         recipe = QUICK_RECIPE if quick else RECIPE
         resume = ["--resume"] if (work / "run" / "state.safetensors").exists() else []
+        graphs = ["--compile", "reduce-overhead"] if not quick and resolve_device(dev).startswith("cuda") else []
         return [[py, "tools/make_reference_model.py", "--device", dev, "--precision", args.precision,
-                 "--threads", str(args.threads), "--out", str(work / "run"), "--dest", model, *resume, *recipe]
-                + (["--card-steps", "2"] if quick else [])]
+                 "--threads", str(args.threads), "--out", str(work / "run"), "--dest", model, *resume, *recipe,
+                 *graphs] + (["--card-steps", "2"] if quick else [])]
     checkpoint = ["--checkpoint", model] if args_has_model(args, work) else []
     if part == "quality":
         n = ["--n", "20", "--steps", "3", "--batch-size", "20"] if quick else ["--n", str(args.n), "--batch-size", "500"]
@@ -146,6 +152,17 @@ def install(work: Path, parts: list[str]) -> list[str]:
     return [str(t.relative_to(ROOT)) for _, t in plan]
 
 
+def plan(parts: list[str], quick: bool, budget: float | None) -> str:
+    """The parts about to run, each with its expected seconds (ESTIMATES), and the total against --budget."""
+    lines = ["=== plan (expected seconds, " + ("--quick on a CPU" if quick else "one H100/H200") + ")"]
+    total = 0
+    for part in parts:
+        total += ESTIMATES[part][1 if quick else 0]
+        lines.append(f"  {part:13s} {ESTIMATES[part][1 if quick else 0]:6d} s   (by then {total:5d} s)")
+    lines.append(f"  {'total':13s} {total:6d} s" + ("" if budget is None else f"   budget {budget:.0f} s"))
+    return "\n".join(lines)
+
+
 def summary(work: Path, manifest: dict) -> None:
     print("\n=== results: wall time per part")
     for part, entry in manifest["parts"].items():
@@ -170,6 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a test of the pipeline, never installed")
     p.add_argument("--recompute", action="store_true", help="rerun parts the manifest says are finished")
     p.add_argument("--no-install", action="store_true", help="leave the results in --work-dir")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="stop cleanly before a part that would not finish within SECONDS of the start (by its estimate)")
     p.add_argument("--install-only", action="store_true",
                    help="run nothing: install what --work-dir holds (e.g. the results of tools/gpu_run.sh)")
     args = p.parse_args(argv)
@@ -196,6 +215,8 @@ def main(argv=None) -> int:
         manifest = {}
     manifest = manifest or {"settings": settings, "parts": {}}
     manifest["hardware"] = f"{platform.node()}: {platform.processor() or platform.machine()}"
+    todo = [part for part in PARTS if part in args.only and (args.recompute or part not in manifest["parts"])]
+    print(plan(todo, args.quick, args.budget), flush=True)
     start = time.time()
     for part in PARTS:
         if part not in args.only:
@@ -203,6 +224,14 @@ def main(argv=None) -> int:
         if part in manifest["parts"] and not args.recompute:
             print(f"=== {part}: finished earlier ({manifest['parts'][part]['seconds']:.0f} s), skipped", flush=True)
             continue
+        expected = ESTIMATES[part][1 if args.quick else 0]
+        if args.budget is not None and time.time() - start + expected > args.budget:
+            left = todo[todo.index(part):]
+            print(f"\n=== stopped by --budget {args.budget:.0f} s after {time.time() - start:.0f} s: {part} would take "
+                  f"about {expected} s more; not run: {', '.join(left)}. Finished parts are in {work}; rerun to "
+                  "continue", flush=True)
+            summary(work, manifest)
+            return 0
         run_part(part, args, work, manifest)
     print(f"\nall parts asked for finished; this run took {time.time() - start:.0f} s")
     summary(work, manifest)
