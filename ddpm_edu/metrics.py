@@ -314,7 +314,7 @@ def verdict(name_a: str, a: dict, name_b: str, b: dict, digits: int = 2) -> str:
     """One sentence comparing two scored cells {'fid', 'ci': [low, high]} (lower FID is better): 'A is better
     than B' only when the two 95% intervals do not overlap, else 'A and B are within noise of each other'."""
     for name, cell in ((name_a, a), (name_b, b)):
-        if "ci" not in cell or len(cell["ci"]) != 2:
+        if not isinstance(cell, dict) or "ci" not in cell or len(cell["ci"]) != 2:
             raise ValueError(f"{name}: a cell needs 'fid' and a 95% interval 'ci' = [low, high]")
     def show(cell):
         return f"{cell['fid']:.{digits}f} [{cell['ci'][0]:.{digits}f}, {cell['ci'][1]:.{digits}f}]"

@@ -428,9 +428,10 @@ def sample_n(model: Callable, schedule: NoiseSchedule, n: int, image_shape: tupl
 @register_sampler
 class DPMSolverPP2M(Sampler):
     """DPM-Solver++(2M) (Lu et al. 2022, 'DPM-Solver++', Algorithm 2): a second-order multistep solver of the
-    probability-flow ODE in data-prediction form, in time lambda = log(alpha / sigma).
+    probability-flow ODE in data-prediction form, in time lambda = log(a / b),
+    a = sqrt(alpha_bar), b = sqrt(1 - alpha_bar).
 
-    x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h) - 1) D, h = lambda_s - lambda_t, with D = x0_hat on the first
+    x_s = (b_s / b_t) x_t - a_s (exp(-h) - 1) D, h = lambda_s - lambda_t, with D = x0_hat on the first
     step and on the last step (to the clean image), else D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_hat_prev,
     r = (lambda_t - lambda_prev) / h. Deterministic; it keeps the previous step's (lambda, x0_hat).
     """
@@ -445,12 +446,12 @@ class DPMSolverPP2M(Sampler):
         self._previous = None
 
     def step(self, x, x0_hat, eps_hat, alpha_bar_t, alpha_bar_prev, noise=None):
-        if alpha_bar_prev >= 1.0:  # to the clean image: sigma_s = 0, h = infinity, x_s = x0_hat
+        if alpha_bar_prev >= 1.0:  # to the clean image: b_s = 0, h = infinity, x_s = x0_hat
             self._previous = None
             return x0_hat
-        alpha_t, sigma_t = math.sqrt(alpha_bar_t), math.sqrt(1.0 - alpha_bar_t)
-        alpha_s, sigma_s = math.sqrt(alpha_bar_prev), math.sqrt(1.0 - alpha_bar_prev)
-        lambda_t, lambda_s = math.log(alpha_t / sigma_t), math.log(alpha_s / sigma_s)
+        a_t, b_t = math.sqrt(alpha_bar_t), math.sqrt(1.0 - alpha_bar_t)
+        a_s, b_s = math.sqrt(alpha_bar_prev), math.sqrt(1.0 - alpha_bar_prev)
+        lambda_t, lambda_s = math.log(a_t / b_t), math.log(a_s / b_s)
         h = lambda_s - lambda_t
         d = x0_hat
         if self._previous is not None:
@@ -458,7 +459,7 @@ class DPMSolverPP2M(Sampler):
             r = (lambda_t - lambda_prev) / h
             d = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * x0_prev
         self._previous = (lambda_t, x0_hat)
-        return (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * d
+        return (b_s / b_t) * x - a_s * math.expm1(-h) * d
 
 # %% ../book/05_inference.ipynb #a395dabd
 @register_sampler
@@ -466,7 +467,7 @@ class SDEDPMSolverPP2M(Sampler):
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, 'DPM-Solver++', the SDE variant; diffusers'
     algorithm_type='sde-dpmsolver++' with the midpoint rule): a second-order multistep solver of the reverse SDE.
 
-    x_s = (sigma_s / sigma_t) exp(-h) x_t + alpha_s (1 - exp(-2h)) D + sigma_s sqrt(1 - exp(-2h)) z,
+    x_s = (b_s / b_t) exp(-h) x_t + a_s (1 - exp(-2h)) D + b_s sqrt(1 - exp(-2h)) z,
     h = lambda_s - lambda_t, D as in `DPMSolverPP2M` (x0_hat on the first and on the last step). With D = x0_hat
     the step is DDPM's with the small variance. Draws fresh noise at every step but the last.
     """
@@ -482,12 +483,12 @@ class SDEDPMSolverPP2M(Sampler):
         self._previous = None
 
     def step(self, x, x0_hat, eps_hat, alpha_bar_t, alpha_bar_prev, noise=None):
-        if alpha_bar_prev >= 1.0:  # to the clean image: sigma_s = 0, exp(-h) = 0, x_s = x0_hat
+        if alpha_bar_prev >= 1.0:  # to the clean image: b_s = 0, exp(-h) = 0, x_s = x0_hat
             self._previous = None
             return x0_hat
-        alpha_t, sigma_t = math.sqrt(alpha_bar_t), math.sqrt(1.0 - alpha_bar_t)
-        alpha_s, sigma_s = math.sqrt(alpha_bar_prev), math.sqrt(1.0 - alpha_bar_prev)
-        lambda_t, lambda_s = math.log(alpha_t / sigma_t), math.log(alpha_s / sigma_s)
+        a_t, b_t = math.sqrt(alpha_bar_t), math.sqrt(1.0 - alpha_bar_t)
+        a_s, b_s = math.sqrt(alpha_bar_prev), math.sqrt(1.0 - alpha_bar_prev)
+        lambda_t, lambda_s = math.log(a_t / b_t), math.log(a_s / b_s)
         h = lambda_s - lambda_t
         d = x0_hat
         if self._previous is not None:
@@ -495,8 +496,8 @@ class SDEDPMSolverPP2M(Sampler):
             r = (lambda_t - lambda_prev) / h
             d = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * x0_prev
         self._previous = (lambda_t, x0_hat)
-        x_s = (sigma_s / sigma_t) * math.exp(-h) * x + alpha_s * -math.expm1(-2.0 * h) * d
+        x_s = (b_s / b_t) * math.exp(-h) * x + a_s * -math.expm1(-2.0 * h) * d
         if noise is not None:
-            x_s = x_s + sigma_s * math.sqrt(-math.expm1(-2.0 * h)) * noise
+            x_s = x_s + b_s * math.sqrt(-math.expm1(-2.0 * h)) * noise
         return x_s
 

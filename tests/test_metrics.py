@@ -133,3 +133,47 @@ def test_clear_errors(call, match):
 def test_missing_weights_name_the_script(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_classifier.py"):
         load_classifier(str(tmp_path / "nope.safetensors"))
+
+
+# ---- intervals and verdicts ----
+
+def test_fid_interval_agrees_with_torchmetrics_and_is_reproducible():
+    from ddpm_edu.metrics import CALIBRATION_SETS, calibration_sets, fid_interval, frechet_distance
+
+    x = calibration_sets(60)[CALIBRATION_SETS[2]]  # noisy held-out digits
+    a, b = fid_interval(x, boot=30), fid_interval(x, boot=30)
+    assert abs(a["fid"] - frechet_distance(x)) < 1e-3 * frechet_distance(x)
+    assert a == b and a["ci"][0] < a["fid"] < a["ci"][1] and a["n"] == 60
+    assert abs((a["ci"][1] - a["ci"][0]) / 2 - 1.96 * a["boot_sd"]) < 1e-9
+
+
+def test_fid_interval_refuses_too_few_resamplings():
+    from ddpm_edu.metrics import CALIBRATION_SETS, calibration_sets, fid_interval
+
+    with pytest.raises(ValueError, match="boot must be an int >= 20"):
+        fid_interval(calibration_sets(10)[CALIBRATION_SETS[0]], boot=5)
+
+
+def test_verdict_says_better_only_when_intervals_separate():
+    from ddpm_edu.metrics import verdict
+
+    low, high = {"fid": 2.0, "ci": [1.0, 3.0]}, {"fid": 5.0, "ci": [4.0, 6.0]}
+    assert verdict("A", low, "B", high).startswith("A is better than B")
+    assert verdict("A", high, "B", low).startswith("B is better than A")
+    touching = {"fid": 3.5, "ci": [2.5, 4.5]}
+    assert "within noise" in verdict("A", low, "B", touching)
+    with pytest.raises(ValueError, match="B: a cell needs"):
+        verdict("A", low, "B", {"fid": 3.0})
+    with pytest.raises(ValueError, match="B: a cell needs"):
+        verdict("A", low, "B", None)
+
+
+def test_frechet_from_stats_of_identical_gaussians_is_zero_and_grows_with_the_mean_gap():
+    from ddpm_edu.metrics import frechet_from_stats
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 8, generator=g, dtype=torch.float64)
+    cov = a @ a.T + torch.eye(8, dtype=torch.float64)
+    mu = torch.zeros(8, dtype=torch.float64)
+    assert abs(frechet_from_stats(mu, cov, mu, cov)) < 1e-8
+    assert abs(frechet_from_stats(mu, cov, mu + 1, cov) - 8.0) < 1e-8
