@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -394,7 +395,10 @@ def test_cli_errors_are_one_line(args, words):
 
 def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     out = tmp_path / "ddp"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    with socket.socket() as probe:  # a free port, not a fixed one that another job may hold
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                         "-m", "ddpm_edu", "train", "--preset", "tiny", "--steps", "6", "--batch-size", "8",
                         "--limit", "100", "--device", "cpu", "--no-progress", "--threads", "1", "--out", str(out)],
                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
