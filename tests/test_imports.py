@@ -20,7 +20,7 @@ LAYERS = [
     {"imageio", "data"},                                                   # pixels on disk, datasets
     {"diffusion", "metrics"},                                              # chapter 2's maths, chapter 5's scores
     {"configs", "unet", "dit", "models"},                                  # chapter 3's networks
-    {"sampling"},                                                          # chapter 5's reverse loop
+    {"sampling", "score"},                                                 # chapter 5's reverse loop, chapter 7's view of it
     {"applications", "evaluation"},                                        # chapter 6
     {"checkpoint", "train"},                                               # chapter 4's trainer and its files
     {"cli_common", "cli_apps", "cli", "__main__"},                         # the command line
