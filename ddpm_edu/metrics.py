@@ -296,7 +296,7 @@ def frechet_from_stats(mu1, cov1, mu2, cov2) -> float:
 
 def fid_interval(x: torch.Tensor, boot: int = 200, seed: int = 0) -> dict:
     """FID of images x in [-1, 1] with a 95% interval: FID +- 1.96 s, s the standard deviation of the FID over
-    `boot` bootstrap resamplings of the samples (the training digits stay fixed).
+    `boot` bootstrap resamplings of the samples (the training digits stay fixed), clipped at 0.
     Returns {'fid', 'ci': [low, high], 'boot_sd', 'n'}."""
     if not isinstance(boot, int) or isinstance(boot, bool) or boot < 20:
         raise ValueError(f"boot must be an int >= 20 (bootstrap resamplings), got {boot!r}")
@@ -307,7 +307,7 @@ def fid_interval(x: torch.Tensor, boot: int = 200, seed: int = 0) -> dict:
     draws = torch.tensor([frechet_from_stats(*_mean_cov(f[torch.randint(len(f), (len(f),), generator=g)]), mu_r, cov_r)
                           for _ in range(boot)])
     sd = draws.std().item()
-    return {"fid": value, "ci": [value - 1.96 * sd, value + 1.96 * sd], "boot_sd": sd, "n": len(f)}
+    return {"fid": value, "ci": [max(value - 1.96 * sd, 0.0), value + 1.96 * sd], "boot_sd": sd, "n": len(f)}
 
 
 def verdict(name_a: str, a: dict, name_b: str, b: dict, digits: int = 2) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ddpm_edu"
 
-# DESIGN.md: data/schedules -> diffusion/metrics -> models -> sampling -> applications -> train -> CLI.
+# ARCHITECTURE.md ("Layers"): data/schedules -> diffusion/metrics -> models -> sampling -> applications -> train -> CLI.
 # A module may import modules of its own layer or of lower layers only (the import-circle test covers one layer).
 LAYERS = [
     {"__init__", "utils", "plotting", "schedules", "_export", "_clean"},   # plumbing, figures, schedules
