@@ -7,7 +7,7 @@ __all__ = ['NOISY_CLASSIFIER_FILE', 'score_from_eps', 'eps_from_score', 'tweedie
            'implicit_classifier_grad', 'edm_preconditioning', 'vp_preconditioning', 'EpsDenoiser', 'karras_sigmas',
            'edm_sample']
 
-# %% ../book/07_score_based_view.ipynb #5c6e7ee7
+# %% ../book/07_score_based_view.ipynb #87b9da68
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -23,7 +23,7 @@ from .sampling import model_output
 from .schedules import NoiseSchedule
 from .unet import timestep_embedding
 
-# %% ../book/07_score_based_view.ipynb #c4c3c210
+# %% ../book/07_score_based_view.ipynb #70bc9d27
 def _check_alpha_bar(alpha_bar, low_open: bool, high_open: bool, name: str = "alpha_bar") -> torch.Tensor:
     """alpha_bar as a float64 tensor, checked to lie in (0, 1) (an end included where not open)."""
     a = torch.as_tensor(alpha_bar, dtype=torch.float64)
@@ -53,7 +53,7 @@ def tweedie_x0(x_t: torch.Tensor, score: torch.Tensor, alpha_bar) -> torch.Tenso
     a = _check_alpha_bar(alpha_bar, low_open=True, high_open=False).to(x_t.dtype)
     return (x_t + (1.0 - a) * score) / a.sqrt()
 
-# %% ../book/07_score_based_view.ipynb #87ba6b88
+# %% ../book/07_score_based_view.ipynb #c502d62b
 @dataclass
 class GaussianMixture:
     """A mixture of isotropic Gaussians with one shared std: sum_k w_k N(mean_k, std^2 I); float64.
@@ -114,7 +114,7 @@ def gaussians8_mixture() -> GaussianMixture:
     angles = torch.arange(8, dtype=torch.float64) * math.pi / 4
     return GaussianMixture(1.4 * torch.stack([angles.cos(), angles.sin()], 1), 0.1)
 
-# %% ../book/07_score_based_view.ipynb #686cace9
+# %% ../book/07_score_based_view.ipynb #98d3555a
 def _check_positive(name: str, value, kind=(int, float)) -> None:
     if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
         raise ValueError(f"{name} must be a positive {'int' if kind is int else 'number'}, got {value!r}")
@@ -144,7 +144,7 @@ def annealed_langevin(score_fn: Callable, x: torch.Tensor, sigmas, eps: float, s
         x = langevin(lambda y: score_fn(y, sigma), x, eps * sigma**2 / sigmas[-1] ** 2, steps_per_level, generator)
     return x
 
-# %% ../book/07_score_based_view.ipynb #9b736570
+# %% ../book/07_score_based_view.ipynb #081e5931
 @dataclass
 class VPSDE:
     """The variance-preserving SDE dx = -beta(t)/2 x dt + sqrt(beta(t)) dw on t in [0, 1] (Song et al. 2021,
@@ -183,7 +183,7 @@ def reverse_vp_sample(sde: VPSDE, score_fn: Callable, x: torch.Tensor, n_steps: 
             x = x + math.sqrt(beta * dt) * torch.randn(x.shape, generator=generator, dtype=x.dtype)
     return x
 
-# %% ../book/07_score_based_view.ipynb #e0bcdbce
+# %% ../book/07_score_based_view.ipynb #0ed5caf5
 def ddim_as_euler_step(x_t: torch.Tensor, eps_hat: torch.Tensor, alpha_bar_t: float,
                        alpha_bar_prev: float) -> torch.Tensor:
     """One Euler step of the probability-flow ODE written as dy/dsigma = eps_hat(x_t) in y = x / sqrt(ab) and
@@ -197,13 +197,13 @@ def ddim_as_euler_step(x_t: torch.Tensor, eps_hat: torch.Tensor, alpha_bar_t: fl
     y_prev = y_t + (sigma_prev - sigma_t) * eps_hat
     return math.sqrt(alpha_bar_prev) * y_prev
 
-# %% ../book/07_score_based_view.ipynb #882bcd84
+# %% ../book/07_score_based_view.ipynb #8c1fd3da
 class NoisyDigitClassifier(nn.Module):
     """p_phi(y | x_t, t) for 28x28 grey digits in [-1, 1] at any step t: three conv blocks (28 -> 14 -> 7 -> 3
     pixels), each shifted per channel by a projection of the sinusoidal embedding of t, then a linear layer to
     the logits (Dhariwal & Nichol 2021, section 4.1, in miniature)."""
 
-    def __init__(self, channels: tuple = (32, 64, 64), num_classes: int = 10, time_dim: int = 64):
+    def __init__(self, channels: tuple = (16, 32, 32), num_classes: int = 10, time_dim: int = 64):
         super().__init__()
         self.config = {"channels": list(channels), "num_classes": num_classes, "time_dim": time_dim}
         self.time_dim = time_dim
@@ -220,8 +220,9 @@ class NoisyDigitClassifier(nn.Module):
         return self.head(h.flatten(1))
 
 
-def train_noisy_classifier(schedule: NoiseSchedule, images: torch.Tensor, labels: torch.Tensor, steps: int = 3000,
-                           batch_size: int = 128, lr: float = 2e-3, seed: int = 0) -> NoisyDigitClassifier:
+def train_noisy_classifier(schedule: NoiseSchedule, images: torch.Tensor, labels: torch.Tensor, steps: int = 1500,
+                           batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+                           channels: tuple = (16, 32, 32)) -> NoisyDigitClassifier:
     """Train a `NoisyDigitClassifier` by cross-entropy on x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps with t uniform
     over the schedule's steps: the classifier guidance needs p(y | x_t) at every noise level (Dhariwal & Nichol
     2021, section 4.1). AdamW with a cosine learning rate; returns the model in eval mode."""
@@ -229,7 +230,7 @@ def train_noisy_classifier(schedule: NoiseSchedule, images: torch.Tensor, labels
     _check_positive("batch_size", batch_size, int)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    classifier = NoisyDigitClassifier()
+    classifier = NoisyDigitClassifier(channels)
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=1e-4)
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     for _ in range(steps):
@@ -265,7 +266,7 @@ def load_noisy_classifier(path: str | Path | None = None) -> NoisyDigitClassifie
     classifier.load_state_dict(load_file(str(weights_file)))
     return classifier.eval()
 
-# %% ../book/07_score_based_view.ipynb #6cfa3509
+# %% ../book/07_score_based_view.ipynb #5600fa3d
 def classifier_log_prob_grad(classifier: Callable, x: torch.Tensor, t: torch.Tensor,
                              labels: torch.Tensor) -> torch.Tensor:
     """grad_x log p_phi(y | x_t, t) by automatic differentiation: the second term of Bayes' rule for scores,
@@ -313,7 +314,7 @@ def implicit_classifier_grad(model: Callable, x: torch.Tensor, t: torch.Tensor, 
     unconditional = model(x, t, torch.full_like(labels, null_label))
     return score_from_eps(conditional - unconditional, alpha_bar_t)
 
-# %% ../book/07_score_based_view.ipynb #3fafa545
+# %% ../book/07_score_based_view.ipynb #b182c616
 def edm_preconditioning(sigma: float, sigma_data: float = 0.5) -> dict[str, float]:
     """Karras et al. 2022, Table 1 ("ours"): D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) with
     c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2),
@@ -359,6 +360,7 @@ class EpsDenoiser:
 
     def round_sigma(self, sigma: float) -> float:
         """The training level nearest to sigma (in log scale); 0 stays 0."""
+        sigma = float(sigma)
         return 0.0 if sigma == 0 else self.levels[vp_preconditioning(sigma, self.schedule)["c_noise"]].item()
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -367,7 +369,7 @@ class EpsDenoiser:
         eps = model_output(self.model, c["c_in"] * x, t, self.labels, self.guidance_scale)
         return c["c_skip"] * x + c["c_out"] * eps
 
-# %% ../book/07_score_based_view.ipynb #48f90c79
+# %% ../book/07_score_based_view.ipynb #bb15eae0
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
                   append_zero: bool = True) -> torch.Tensor:
     """The noise levels of Karras et al. 2022, eq. 5: sigma_i = (sigma_max^(1/rho) + i / (n - 1)
@@ -382,7 +384,7 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
     sigmas = (hi + ramp * (lo - hi)) ** rho
     return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]) if append_zero else sigmas
 
-# %% ../book/07_score_based_view.ipynb #579aa081
+# %% ../book/07_score_based_view.ipynb #0136f62c
 def edm_sample(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, solver: str = "heun",
                s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
