@@ -191,7 +191,8 @@ def test_inpainting_table_rows(tiny, digits):
                "told": dict(method="replacement", steps=2, label_given=True)}
     table, outputs = evaluation.inpainting_table(model, schedule, clean, labels, masks, methods, fills=2, fid=False)
     rows = table["box"]
-    assert set(rows) == {"hole left black", "biharmonic (scikit-image)", "fill", "fill, mean of 3", "told"}
+    assert set(rows) == {"hole left black", "hole filled with the mean digit", "biharmonic (scikit-image)", "fill",
+                         "fill, mean of 3", "told"}
     assert [name for name, r in rows.items() if r["label_given"]] == ["told"]
     assert rows["fill"]["fills"] == 3 and rows["told"]["fills"] == 2 and rows["fill, mean of 3"]["fills"] == 1
     assert math.isnan(rows["fill"]["fid"]) and math.isnan(rows["biharmonic (scikit-image)"]["diversity"])
