@@ -7,7 +7,7 @@ __all__ = ['NOISY_CLASSIFIER_FILE', 'score_from_eps', 'eps_from_score', 'tweedie
            'implicit_classifier_grad', 'edm_preconditioning', 'vp_preconditioning', 'EpsDenoiser', 'karras_sigmas',
            'edm_sample']
 
-# %% ../book/07_score_based_view.ipynb #87b9da68
+# %% ../book/07_score_based_view.ipynb #ca98d532
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -23,7 +23,7 @@ from .sampling import model_output
 from .schedules import NoiseSchedule
 from .unet import timestep_embedding
 
-# %% ../book/07_score_based_view.ipynb #70bc9d27
+# %% ../book/07_score_based_view.ipynb #36952824
 def _check_alpha_bar(alpha_bar, low_open: bool, high_open: bool, name: str = "alpha_bar") -> torch.Tensor:
     """alpha_bar as a float64 tensor, checked to lie in (0, 1) (an end included where not open)."""
     a = torch.as_tensor(alpha_bar, dtype=torch.float64)
@@ -53,7 +53,7 @@ def tweedie_x0(x_t: torch.Tensor, score: torch.Tensor, alpha_bar) -> torch.Tenso
     a = _check_alpha_bar(alpha_bar, low_open=True, high_open=False).to(x_t.dtype)
     return (x_t + (1.0 - a) * score) / a.sqrt()
 
-# %% ../book/07_score_based_view.ipynb #c502d62b
+# %% ../book/07_score_based_view.ipynb #3c0e4719
 @dataclass
 class GaussianMixture:
     """A mixture of isotropic Gaussians with one shared std: sum_k w_k N(mean_k, std^2 I); float64.
@@ -114,7 +114,7 @@ def gaussians8_mixture() -> GaussianMixture:
     angles = torch.arange(8, dtype=torch.float64) * math.pi / 4
     return GaussianMixture(1.4 * torch.stack([angles.cos(), angles.sin()], 1), 0.1)
 
-# %% ../book/07_score_based_view.ipynb #98d3555a
+# %% ../book/07_score_based_view.ipynb #8282d00e
 def _check_positive(name: str, value, kind=(int, float)) -> None:
     if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
         raise ValueError(f"{name} must be a positive {'int' if kind is int else 'number'}, got {value!r}")
@@ -144,7 +144,7 @@ def annealed_langevin(score_fn: Callable, x: torch.Tensor, sigmas, eps: float, s
         x = langevin(lambda y: score_fn(y, sigma), x, eps * sigma**2 / sigmas[-1] ** 2, steps_per_level, generator)
     return x
 
-# %% ../book/07_score_based_view.ipynb #081e5931
+# %% ../book/07_score_based_view.ipynb #2c78fbaf
 @dataclass
 class VPSDE:
     """The variance-preserving SDE dx = -beta(t)/2 x dt + sqrt(beta(t)) dw on t in [0, 1] (Song et al. 2021,
@@ -183,7 +183,7 @@ def reverse_vp_sample(sde: VPSDE, score_fn: Callable, x: torch.Tensor, n_steps: 
             x = x + math.sqrt(beta * dt) * torch.randn(x.shape, generator=generator, dtype=x.dtype)
     return x
 
-# %% ../book/07_score_based_view.ipynb #0ed5caf5
+# %% ../book/07_score_based_view.ipynb #26a334cd
 def ddim_as_euler_step(x_t: torch.Tensor, eps_hat: torch.Tensor, alpha_bar_t: float,
                        alpha_bar_prev: float) -> torch.Tensor:
     """One Euler step of the probability-flow ODE written as dy/dsigma = eps_hat(x_t) in y = x / sqrt(ab) and
@@ -197,7 +197,7 @@ def ddim_as_euler_step(x_t: torch.Tensor, eps_hat: torch.Tensor, alpha_bar_t: fl
     y_prev = y_t + (sigma_prev - sigma_t) * eps_hat
     return math.sqrt(alpha_bar_prev) * y_prev
 
-# %% ../book/07_score_based_view.ipynb #8c1fd3da
+# %% ../book/07_score_based_view.ipynb #ec99e541
 class NoisyDigitClassifier(nn.Module):
     """p_phi(y | x_t, t) for 28x28 grey digits in [-1, 1] at any step t: three conv blocks (28 -> 14 -> 7 -> 3
     pixels), each shifted per channel by a projection of the sinusoidal embedding of t, then a linear layer to
@@ -266,7 +266,7 @@ def load_noisy_classifier(path: str | Path | None = None) -> NoisyDigitClassifie
     classifier.load_state_dict(load_file(str(weights_file)))
     return classifier.eval()
 
-# %% ../book/07_score_based_view.ipynb #5600fa3d
+# %% ../book/07_score_based_view.ipynb #f38b21c9
 def classifier_log_prob_grad(classifier: Callable, x: torch.Tensor, t: torch.Tensor,
                              labels: torch.Tensor) -> torch.Tensor:
     """grad_x log p_phi(y | x_t, t) by automatic differentiation: the second term of Bayes' rule for scores,
@@ -314,7 +314,7 @@ def implicit_classifier_grad(model: Callable, x: torch.Tensor, t: torch.Tensor, 
     unconditional = model(x, t, torch.full_like(labels, null_label))
     return score_from_eps(conditional - unconditional, alpha_bar_t)
 
-# %% ../book/07_score_based_view.ipynb #b182c616
+# %% ../book/07_score_based_view.ipynb #6ae58337
 def edm_preconditioning(sigma: float, sigma_data: float = 0.5) -> dict[str, float]:
     """Karras et al. 2022, Table 1 ("ours"): D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) with
     c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2),
@@ -369,7 +369,7 @@ class EpsDenoiser:
         eps = model_output(self.model, c["c_in"] * x, t, self.labels, self.guidance_scale)
         return c["c_skip"] * x + c["c_out"] * eps
 
-# %% ../book/07_score_based_view.ipynb #bb15eae0
+# %% ../book/07_score_based_view.ipynb #38acc82f
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
                   append_zero: bool = True) -> torch.Tensor:
     """The noise levels of Karras et al. 2022, eq. 5: sigma_i = (sigma_max^(1/rho) + i / (n - 1)
@@ -384,7 +384,7 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
     sigmas = (hi + ramp * (lo - hi)) ** rho
     return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]) if append_zero else sigmas
 
-# %% ../book/07_score_based_view.ipynb #0136f62c
+# %% ../book/07_score_based_view.ipynb #f1bf4d6f
 def edm_sample(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, solver: str = "heun",
                s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
