@@ -5,9 +5,9 @@
     python benchmarks/applications_tables.py --checkpoint DIR --device cuda --n 1000 --out-dir DIR   # on a GPU
     python benchmarks/applications_tables.py --device cpu --quick --out-dir /tmp/apps   # tiny sizes, < 1 minute
 
-The committed tables were made on a shared 2-core CPU (about 19 minutes in all) by
-    python benchmarks/applications_tables.py --only style inpainting synthesis denoising --n 50 --device cpu
-    python benchmarks/applications_tables.py --only sdedit --n 100 --device cpu
+The committed tables: synthesis on one H200 at n = 1000 (`python tools/results.py`, part applications, cut short
+there), the others on a shared 2-core CPU at n = 100 (inpainting 41 minutes under load) by
+    python benchmarks/applications_tables.py --device cpu --n 100 --only denoising sdedit style inpainting
 
 Each part calls the same function of ddpm_edu.evaluation as the chapter's small version, with more images:
 
