@@ -445,10 +445,8 @@ class DPMSolverPP2M(Sampler):
     def start(self) -> None:
         self._previous = None
 
-    def step(self, x, x0_hat, eps_hat, alpha_bar_t, alpha_bar_prev, noise=None):
-        if alpha_bar_prev >= 1.0:  # to the clean image: b_s = 0, h = infinity, x_s = x0_hat
-            self._previous = None
-            return x0_hat
+    def _second_order_estimate(self, x0_hat, alpha_bar_t: float, alpha_bar_prev: float) -> tuple:
+        """(a_s, b_s, b_t, h, D) of a step to a noisy step s; remembers this step's (lambda, x0_hat)."""
         a_t, b_t = math.sqrt(alpha_bar_t), math.sqrt(1.0 - alpha_bar_t)
         a_s, b_s = math.sqrt(alpha_bar_prev), math.sqrt(1.0 - alpha_bar_prev)
         lambda_t, lambda_s = math.log(a_t / b_t), math.log(a_s / b_s)
@@ -459,11 +457,19 @@ class DPMSolverPP2M(Sampler):
             r = (lambda_t - lambda_prev) / h
             d = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * x0_prev
         self._previous = (lambda_t, x0_hat)
+        return a_s, b_s, b_t, h, d
+
+    def step(self, x, x0_hat, eps_hat, alpha_bar_t, alpha_bar_prev, noise=None):
+        if alpha_bar_prev >= 1.0:  # to the clean image: b_s = 0, h = infinity, x_s = x0_hat
+            self._previous = None
+            return x0_hat
+        a_s, b_s, b_t, h, d = self._second_order_estimate(x0_hat, alpha_bar_t, alpha_bar_prev)
         return (b_s / b_t) * x - a_s * math.expm1(-h) * d
+
 
 # %% ../book/05_inference.ipynb #a395dabd
 @register_sampler
-class SDEDPMSolverPP2M(Sampler):
+class SDEDPMSolverPP2M(DPMSolverPP2M):
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, 'DPM-Solver++', the SDE variant; diffusers'
     algorithm_type='sde-dpmsolver++' with the midpoint rule): a second-order multistep solver of the reverse SDE.
 
@@ -474,28 +480,12 @@ class SDEDPMSolverPP2M(Sampler):
 
     name = "sde-dpmpp-2m"
     needs_noise = True
-    default_steps = 20
-
-    def __init__(self):
-        self._previous = None  # (lambda, x0_hat) of the last step taken
-
-    def start(self) -> None:
-        self._previous = None
 
     def step(self, x, x0_hat, eps_hat, alpha_bar_t, alpha_bar_prev, noise=None):
         if alpha_bar_prev >= 1.0:  # to the clean image: b_s = 0, exp(-h) = 0, x_s = x0_hat
             self._previous = None
             return x0_hat
-        a_t, b_t = math.sqrt(alpha_bar_t), math.sqrt(1.0 - alpha_bar_t)
-        a_s, b_s = math.sqrt(alpha_bar_prev), math.sqrt(1.0 - alpha_bar_prev)
-        lambda_t, lambda_s = math.log(a_t / b_t), math.log(a_s / b_s)
-        h = lambda_s - lambda_t
-        d = x0_hat
-        if self._previous is not None:
-            lambda_prev, x0_prev = self._previous
-            r = (lambda_t - lambda_prev) / h
-            d = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * x0_prev
-        self._previous = (lambda_t, x0_hat)
+        a_s, b_s, b_t, h, d = self._second_order_estimate(x0_hat, alpha_bar_t, alpha_bar_prev)
         x_s = (b_s / b_t) * math.exp(-h) * x + a_s * -math.expm1(-2.0 * h) * d
         if noise is not None:
             x_s = x_s + b_s * math.sqrt(-math.expm1(-2.0 * h)) * noise
